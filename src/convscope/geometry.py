@@ -1,0 +1,278 @@
+"""Integer geometry of sliding windows along one axis, and argument normalisation.
+
+Everything here is a closed form or a loop over kernel taps or padding positions, never over
+output positions of the whole tensor, so its cost does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import LayerConfigError, ShapeError
+
+Shape = tuple[int, ...]
+PadPairs = tuple[tuple[int, int], ...]
+
+AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def axis_names(ndim: int) -> tuple[str, ...]:
+    return AXIS_NAMES.get(ndim, tuple(f"S{i + 1}" for i in range(ndim)))
+
+
+def prod(values: Iterable[int]) -> int:
+    return math.prod(values)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def int_tuple(value: int | Sequence[int], ndim: int, name: str, minimum: int = 1) -> Shape:
+    """``value`` repeated over ``ndim`` axes, or checked as a per-axis tuple."""
+    values = (value,) * ndim if _is_int(value) else tuple(value)  # type: ignore[arg-type]
+    if len(values) != ndim or not all(_is_int(v) for v in values):
+        raise LayerConfigError(
+            f"{name} must be an int or {ndim} ints (one per spatial axis), got {value!r}"
+        )
+    if any(v < minimum for v in values):
+        raise LayerConfigError(f"{name} must be >= {minimum} on every axis, got {value!r}")
+    return values
+
+
+def pad_pairs(
+    padding: int | str | Sequence[int] | Sequence[Sequence[int]],
+    ndim: int,
+    kernel: Shape,
+    dilation: Shape,
+    stride: Shape,
+) -> PadPairs:
+    """Per-axis (before, after) padding from an int, per-axis ints, pairs, 'same' or 'valid'.
+
+    'same' follows PyTorch: the total pad ``d·(k − 1)`` is split with the extra one at the end.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * ndim
+        if padding != "same":
+            raise LayerConfigError(
+                f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}"
+            )
+        if any(s != 1 for s in stride):
+            raise LayerConfigError(
+                f"padding='same' needs stride 1 on every axis (the output would not keep the "
+                f"input size), got stride={stride}"
+            )
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    if _is_int(padding):
+        pairs = ((padding, padding),) * ndim
+    else:
+        items = tuple(padding)  # type: ignore[arg-type]
+        if len(items) != ndim:
+            raise LayerConfigError(
+                f"padding needs one entry per spatial axis ({ndim}), got {padding!r}"
+            )
+        pairs = tuple(
+            (item, item) if _is_int(item) else tuple(item)  # type: ignore[misc]
+            for item in items
+        )
+        if not all(len(p) == 2 and all(_is_int(v) for v in p) for p in pairs):
+            raise LayerConfigError(
+                f"padding entries must be ints or (before, after) pairs, got {padding!r}"
+            )
+    if any(v < 0 for pair in pairs for v in pair):
+        raise LayerConfigError(f"padding must be >= 0, got {padding!r}")
+    return pairs  # type: ignore[return-value]
+
+
+def check_input(input_shape: Sequence[int], ndim: int, layer: str) -> Shape:
+    """A channel-first shape (C, *spatial) with ``ndim`` spatial axes, all sizes >= 1."""
+    shape = tuple(input_shape)
+    if len(shape) != ndim + 1 or not all(_is_int(v) for v in shape):
+        raise ShapeError(
+            f"{layer} takes a (C, {', '.join(axis_names(ndim))}) input without the batch "
+            f"dimension, got {tuple(input_shape)}"
+        )
+    if any(v < 1 for v in shape):
+        raise ShapeError(f"{layer}: every input size must be >= 1, got {shape}")
+    return shape
+
+
+def check_batch(batch: int) -> int:
+    if not _is_int(batch) or batch < 1:
+        raise ShapeError(f"batch must be an int >= 1, got {batch!r}")
+    return batch
+
+
+def conv_out_size(
+    size: int, before: int, after: int, kernel: int, stride: int, dilation: int
+) -> int:
+    """``⌊(size + before + after − dilation·(kernel − 1) − 1) / stride⌋ + 1``."""
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _union_length(intervals: Iterable[tuple[int, int]]) -> int:
+    """Number of integers covered by the closed intervals."""
+    total, end = 0, None
+    for lo, hi in sorted(intervals):
+        if end is None or lo > end:
+            total += hi - lo + 1
+            end = hi
+        elif hi > end:
+            total += hi - end
+            end = hi
+    return total
+
+
+def _min_hitting(intervals: Iterable[tuple[int, int]]) -> int:
+    """Fewest points that lie in every closed interval (greedy by right end, optimal)."""
+    count, last = 0, None
+    for lo, hi in sorted(intervals, key=lambda iv: iv[1]):
+        if last is None or lo > last:
+            count += 1
+            last = hi
+    return count
+
+
+@dataclass(frozen=True)
+class Windows:
+    """``count`` windows along one axis: tap t of window o is at ``o·stride + t·dilation + start``.
+
+    Values live at positions ``0 .. size − 1``; a tap elsewhere (padding, or beyond) is not valid.
+    """
+
+    size: int
+    start: int
+    kernel: int
+    stride: int
+    dilation: int
+    count: int
+
+    def _tap_ranges(self) -> list[tuple[int, int, int]]:
+        """(t, first window, last window) for each tap that is valid in at least one window."""
+        ranges = []
+        for t in range(self.kernel):
+            offset = t * self.dilation + self.start
+            first = _ceil_div(-offset, self.stride) if offset < 0 else 0
+            last = min(self.count - 1, (self.size - 1 - offset) // self.stride)
+            if first <= last:
+                ranges.append((t, first, last))
+        return ranges
+
+    @property
+    def pairs(self) -> int:
+        """Valid (window, tap) pairs: the products one channel pair contributes."""
+        return sum(last - first + 1 for _, first, last in self._tap_ranges())
+
+    @property
+    def taps_used(self) -> int:
+        """Taps that are valid in at least one window."""
+        return len(self._tap_ranges())
+
+    @property
+    def windows_used(self) -> int:
+        """Windows holding at least one valid tap."""
+        return _union_length((first, last) for _, first, last in self._tap_ranges())
+
+    def _lattice_intervals(self) -> list[tuple[int, int, int]]:
+        """The positions the valid taps reach, as (residue, first index, last index) on the
+        lattice ``residue + stride·index``."""
+        out = []
+        for t, first, last in self._tap_ranges():
+            offset = t * self.dilation + self.start
+            residue = offset % self.stride
+            base = (offset - residue) // self.stride
+            out.append((residue, base + first, base + last))
+        return out
+
+    def positions_used(self, lo: int | None = None, hi: int | None = None) -> int:
+        """Positions in ``[lo, hi)`` (default: all values) reached by at least one valid tap."""
+        lo = 0 if lo is None else lo
+        hi = self.size if hi is None else hi
+        by_residue: dict[int, list[tuple[int, int]]] = {}
+        for residue, first, last in self._lattice_intervals():
+            first = max(first, _ceil_div(lo - residue, self.stride))
+            last = min(last, (hi - 1 - residue) // self.stride)
+            if first <= last:
+                by_residue.setdefault(residue, []).append((first, last))
+        return sum(_union_length(ivs) for ivs in by_residue.values())
+
+    def reaches(self, position: int) -> bool:
+        for residue, first, last in self._lattice_intervals():
+            step, rest = divmod(position - residue, self.stride)
+            if rest == 0 and first <= step <= last:
+                return True
+        return False
+
+    def min_hitting(self) -> int:
+        """Fewest positions that lie in every non-empty window (τ). A window's valid positions
+        form an interval on the lattice of step ``dilation`` that holds its first tap."""
+        by_class: dict[int, list[tuple[int, int]]] = {}
+        for o in range(self.count):
+            first_pos = o * self.stride + self.start
+            t_lo = _ceil_div(-first_pos, self.dilation) if first_pos < 0 else 0
+            t_hi = min(self.kernel - 1, (self.size - 1 - first_pos) // self.dilation)
+            if t_lo <= t_hi:
+                residue = first_pos % self.dilation
+                base = (first_pos - residue) // self.dilation
+                by_class.setdefault(residue, []).append((base + t_lo, base + t_hi))
+        return sum(_min_hitting(ivs) for ivs in by_class.values())
+
+
+@dataclass(frozen=True)
+class AdaptiveWindows:
+    """PyTorch's adaptive windows: window i spans ``⌊i·L/O⌋ .. ⌈(i + 1)·L/O⌉ − 1``."""
+
+    size: int
+    count: int
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        return (i * self.size) // self.count, _ceil_div((i + 1) * self.size, self.count)
+
+    @property
+    def pairs(self) -> int:
+        """Total window length, ``L + O − gcd(L, O)``."""
+        return self.size + self.count - math.gcd(self.size, self.count)
+
+    @property
+    def windows_used(self) -> int:
+        return self.count
+
+    def positions_used(self) -> int:
+        return self.size
+
+    def min_hitting(self) -> int:
+        return _min_hitting((lo, hi - 1) for lo, hi in (self.bounds(i) for i in range(self.count)))
+
+
+def padded_source(position: int, before: int, size: int, mode: str) -> int:
+    """The real input position whose value a padded position holds (PyTorch's F.pad modes)."""
+    i = position - before
+    if 0 <= i < size:
+        return i
+    if mode == "reflect":
+        return -i if i < 0 else 2 * (size - 1) - i
+    if mode == "replicate":
+        return min(max(i, 0), size - 1)
+    if mode == "circular":
+        return i % size
+    raise ValueError(f"no source position for padding mode {mode!r}")
+
+
+def reached_sources(padded: Windows, before: int, size: int, mode: str) -> int:
+    """Real positions that receive a gradient through any reached position of the padded axis."""
+    interior = padded.positions_used(before, before + size)
+    extra = set()
+    for q in (*range(before), *range(before + size, padded.size)):
+        if padded.reaches(q):
+            j = padded_source(q, before, size, mode)
+            if not padded.reaches(j + before):
+                extra.add(j)
+    return interior + len(extra)

@@ -1,0 +1,1 @@
+"""One module per operation family; each holds its family's configuration and rules."""
