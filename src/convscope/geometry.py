@@ -141,6 +141,26 @@ def _min_hitting(intervals: Iterable[tuple[int, int]]) -> int:
     return count
 
 
+def _regular_min_hitting(start: int, step: int, length: int, count: int, last: int) -> int:
+    """τ for windows ``[start + j·step, start + j·step + length − 1] ∩ [0, last]``, j < count.
+
+    Greedy by right end is optimal. From an unclipped window j it next picks window j + J,
+    ``J = ⌊(length − 1)/step⌋ + 1``, the first that starts past the pick; it stops at the first
+    window clipped at ``last``, whose right end hits every later window.
+    """
+    if last < 0:
+        return 0
+    j_lo = max(0, _ceil_div(-(start + length - 1), step))  # first window reaching 0
+    j_hi = min(count - 1, (last - start) // step)  # last window starting before ``last``
+    if j_lo > j_hi:
+        return 0
+    jump = (length - 1) // step + 1
+    picks = _ceil_div(j_hi - j_lo + 1, jump)
+    clip = last - (start + j_lo * step + length - 1)  # the pick's right end must reach ``last``
+    first_clipped = max(0, _ceil_div(clip, jump * step))
+    return min(picks, first_clipped + 1)
+
+
 @dataclass(frozen=True)
 class Windows:
     """``count`` windows along one axis: tap t of window o is at ``o·stride + t·dilation + start``.
@@ -212,18 +232,26 @@ class Windows:
         return False
 
     def min_hitting(self) -> int:
-        """Fewest positions that lie in every non-empty window (τ). A window's valid positions
-        form an interval on the lattice of step ``dilation`` that holds its first tap."""
-        by_class: dict[int, list[tuple[int, int]]] = {}
-        for o in range(self.count):
-            first_pos = o * self.stride + self.start
-            t_lo = _ceil_div(-first_pos, self.dilation) if first_pos < 0 else 0
-            t_hi = min(self.kernel - 1, (self.size - 1 - first_pos) // self.dilation)
-            if t_lo <= t_hi:
-                residue = first_pos % self.dilation
-                base = (first_pos - residue) // self.dilation
-                by_class.setdefault(residue, []).append((base + t_lo, base + t_hi))
-        return sum(_min_hitting(ivs) for ivs in by_class.values())
+        """Fewest positions that lie in every non-empty window (τ).
+
+        A window lies on one lattice ``residue + dilation·j``. Windows o ≡ o0 (mod dilation / g),
+        g = gcd(stride, dilation), share a lattice and form a regular family there, with stride
+        ``stride / g`` in lattice units; τ adds up over the at most ``dilation / g`` families.
+        """
+        d, s = self.dilation, self.stride
+        period = d // math.gcd(s, d)
+        total = 0
+        for o0 in range(min(period, self.count)):
+            first = o0 * s + self.start
+            residue = first % d
+            total += _regular_min_hitting(
+                start=(first - residue) // d,
+                step=s * period // d,
+                length=self.kernel,
+                count=_ceil_div(self.count - o0, period),
+                last=(self.size - 1 - residue) // d,
+            )
+        return total
 
 
 @dataclass(frozen=True)
