@@ -291,3 +291,22 @@ def test_dropout_and_add_counts(shape, batch):
         theirs = ref.add_counts(shape, k, batch)
         assert_counts(cost.forward, theirs["forward"], ALL_KEYS)
         assert_counts(cost.backward_input, theirs["backward_input"], ALL_KEYS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["reflect", "replicate", "circular"]),
+    st.integers(1, 2),
+    st.integers(4, 9),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    MODES,
+)
+def test_negative_padding_crops_like_pytorch(padding_mode, crop, size, kernel, stride, mode):
+    # PyTorch's non-zeros padding modes pad with F.pad, where a negative pad crops: the layer
+    # then counts as the unpadded layer on the cropped input.
+    assume(size - 2 * crop >= kernel)
+    cropped = nn.Conv1d(2, 3, kernel, stride, -crop, padding_mode=padding_mode)
+    plain = nn.Conv1d(2, 3, kernel, stride, 0)
+    assert cropped.output_shape((2, size)) == plain.output_shape((2, size - 2 * crop))
+    assert cropped.cost((2, size), 2, mode) == plain.cost((2, size - 2 * crop), 2, mode)

@@ -48,10 +48,13 @@ def pad_pairs(
     kernel: Shape,
     dilation: Shape,
     stride: Shape,
+    allow_crop: bool = False,
 ) -> PadPairs:
     """Per-axis (before, after) padding from an int, per-axis ints, pairs, 'same' or 'valid'.
 
     'same' follows PyTorch: the total pad ``d·(k − 1)`` is split with the extra one at the end.
+    With ``allow_crop`` a negative int (not a pair) crops, as F.pad does for PyTorch's
+    non-zeros padding modes.
     """
     if isinstance(padding, str):
         if padding == "valid":
@@ -83,8 +86,13 @@ def pad_pairs(
             raise LayerConfigError(
                 f"padding entries must be ints or (before, after) pairs, got {padding!r}"
             )
-    if any(v < 0 for pair in pairs for v in pair):
-        raise LayerConfigError(f"padding must be >= 0, got {padding!r}")
+    negative = any(v < 0 for pair in pairs for v in pair)
+    per_side = not _is_int(padding) and not all(_is_int(item) for item in padding)  # type: ignore[union-attr]
+    if negative and (per_side or not allow_crop):
+        raise LayerConfigError(
+            f"padding must be >= 0, got {padding!r}"
+            + ("" if per_side else " (a negative padding crops only with a non-zeros padding_mode)")
+        )
     return pairs  # type: ignore[return-value]
 
 

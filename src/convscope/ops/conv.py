@@ -104,7 +104,9 @@ class ConvSpec(Op):
             raise LayerConfigError(
                 f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}"
             )
-        pads = pad_pairs(padding, ndim, kernel, dilations, strides)
+        pads = pad_pairs(
+            padding, ndim, kernel, dilations, strides, allow_crop=padding_mode != "zeros"
+        )
         return cls(
             ndim,
             in_channels,

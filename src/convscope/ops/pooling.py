@@ -185,6 +185,16 @@ class PoolSpec(Op):
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = check_input(input_shape, self.ndim, self.name)
+        if (
+            self.mode == "avg"
+            and self.ndim == 3
+            and any(size < k for size, k in zip(shape[1:], self.kernel_size))
+        ):
+            raise ShapeError(
+                f"AvgPool3d needs the unpadded input to be at least the kernel on every axis "
+                f"(PyTorch's rule for 3-D), got input {shape_text(shape[1:])} for kernel_size="
+                f"{self.kernel_size}"
+            )
         for ax, size, out, p, k, d in zip(
             axis_names(self.ndim),
             shape[1:],
@@ -275,17 +285,16 @@ class AdaptivePoolSpec(Op):
     def create(
         cls, ndim: int, mode: str, output_size: int | None | Sequence[int | None]
     ) -> AdaptivePoolSpec:
-        sizes = (
-            (output_size,) * ndim
-            if output_size is None or isinstance(output_size, int)
-            else tuple(output_size)
-        )
-        if len(sizes) != ndim or not all(
-            s is None or (isinstance(s, int) and s >= 1) for s in sizes
+        sizes = (output_size,) * ndim if isinstance(output_size, int) else output_size
+        valid = isinstance(sizes, tuple | list) and len(sizes) == ndim
+        if not valid or not all(
+            (s is None and ndim > 1) or (isinstance(s, int) and s >= 1) for s in sizes
         ):
+            keep = ", None keeps an axis's size in a tuple" if ndim > 1 else ""
             raise LayerConfigError(
-                f"output_size must be an int >= 1, None, or {ndim} of them, got {output_size!r}"
+                f"output_size must be an int >= 1 or {ndim} of them{keep}; got {output_size!r}"
             )
+        sizes = tuple(sizes)
         return cls(ndim, mode, sizes)
 
     @property
