@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .counting import OpCount
+from .geometry import axis_names
 from .ops.base import Analysis
 
 ROWS = (
@@ -70,23 +71,28 @@ def _cell(part: OpCount | None, column: str) -> str:
     return f"{mark}{value:,}"
 
 
-def _shape(shape: Any, batch: int | None) -> str:
+def _shape(shape: Any, batch: int | None, ndim: int | None = None) -> str:
     shapes = _with_batch(shape, batch)
     if shapes and isinstance(shapes[0], list):
         return " + ".join("×".join(map(str, s)) for s in shapes)
-    return "×".join(map(str, shapes))
+    text = "×".join(map(str, shapes))
+    if ndim is not None and len(shape) == ndim + 1:
+        axes = ("N",) * (batch is not None) + ("C", *axis_names(ndim))
+        text += f"  ({'×'.join(axes)})"
+    return text
 
 
 def _summary_rows(analysis: Analysis, batch_given: bool) -> list[tuple[str, str]]:
     batch = analysis.batch if batch_given else None
+    ndim = getattr(analysis.layer, "ndim", None)
     p = analysis.params
     params = f"{p.params:,}"
     if p.params:
         params += f"  (weights {p.weights:,} + biases {p.biases:,})"
     rows = [
         ("layer", f"{analysis.layer.name}({analysis.layer.describe()})"),
-        ("input shape", _shape(analysis.input_shape, batch)),
-        ("output shape", _shape(analysis.output_shape, batch)),
+        ("input shape", _shape(analysis.input_shape, batch, ndim)),
+        ("output shape", _shape(analysis.output_shape, batch, ndim)),
         ("parameters", params),
     ]
     if p.buffers:

@@ -31,9 +31,11 @@ class Op:
     """Base of every operation's configuration. Subclasses are frozen dataclasses that validate
     themselves on construction and implement ``_shape``, ``_params`` and ``_cost``."""
 
-    kind: str = "op"
-
     # -- rules each family implements -------------------------------------------------------
+    def describe(self) -> str:
+        """The configuration as constructor arguments, for display."""
+        raise NotImplementedError
+
     def _check_input(self, input_shape: Any) -> Any:
         raise NotImplementedError
 

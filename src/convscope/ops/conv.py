@@ -79,8 +79,6 @@ class ConvSpec(Op):
     bias: bool = True
     padding_mode: str = "zeros"
 
-    kind = "Conv"
-
     @classmethod
     def create(
         cls,
@@ -256,6 +254,7 @@ class ConvSpec(Op):
         base = {"N": n, "C_out": c_out, "C_in": self.in_channels, "g": self.groups}
 
         w.section(f"Forward pass x = F(z, w) ({count} count)")
+        w.note("F computes the layer's output x from its input z and weights w (and bias b).")
         if count == "dense":
             w.note(
                 "Dense count: the padding is real input, every tap of every window is a product."
@@ -267,6 +266,14 @@ class ConvSpec(Op):
             )
         else:
             w.note("Exact count: a tap that lands on a padding zero is not a product.")
+        kernel = " · ".join(f"k_{ax}" for ax in names)
+        w.let(
+            "n",
+            f"(C_in / g) · {kernel}",
+            c_g * prod(self.kernel_size),
+            {**base, **axis_dict(names, "k_", self.kernel_size)},
+            why="products per output when no tap lands on padding",
+        )
         w.note("Along each axis, T counts the (output, tap) pairs that land on input values.")
         pairs, used = [], []
         for ax, win, k, out in zip(names, axes, self.kernel_size, output_shape[1:]):
@@ -315,6 +322,10 @@ class ConvSpec(Op):
             )
 
         w.section("Backward pass: g_z, the gradient w.r.t. the input")
+        w.note(
+            "(g_z, g_w) = G(ε) turns the upstream gradient ε = ∂L/∂x into g_z = ∂L/∂z, which "
+            "backpropagation passes to the layer below, and g_w = ∂L/∂w, which updates the weights."
+        )
         w.note(
             f"ε = ∂L/∂x has the output's shape {shape_text(output_shape)}; g_z has the input's "
             f"shape {shape_text(input_shape)}"

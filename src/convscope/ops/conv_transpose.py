@@ -34,8 +34,6 @@ class ConvTransposeSpec(Op):
     groups: int = 1
     bias: bool = True
 
-    kind = "ConvTranspose"
-
     @classmethod
     def create(
         cls,
