@@ -175,15 +175,14 @@ import math
 import warnings
 
 import pytest
+import torch  # the oracle is mandatory: a missing torch fails the run, never skips it
+import torch.nn as tnn
+import torch.nn.functional as F
+from hypothesis import assume, event, given, settings
+from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
-import torch.nn as tnn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import assume, event, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from convscope import nn as cnn  # noqa: E402
-from convscope.errors import ConvScopeError  # noqa: E402
+from convscope import nn as cnn
+from convscope.errors import ConvScopeError
 
 REFUSED = "REFUSED"
 MODES = ("zeros", "reflect", "replicate", "circular")
