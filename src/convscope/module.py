@@ -1,20 +1,200 @@
-"""The base of ``convscope.nn`` modules: a layer object whose configuration is its ``spec``."""
+"""The base of ``convscope.nn`` modules: parameters, training state, state dicts, and the
+analysis faces, which read a layer's configuration from its ``spec``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
 
 from .counting import Cost, ParamCount
+from .errors import ConvScopeError
 from .explain import Explanation
 from .geometry import Shape
 from .ops.base import Analysis, Op
+from .random import generator
+
+Init = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
+
+
+class CheckpointError(ConvScopeError):
+    """A state dict or checkpoint that does not fit the model."""
+
+
+def uniform_init(bound: float) -> Init:
+    """U(−bound, bound): PyTorch's default for conv and linear weights and biases, with
+    ``bound = 1/√fan_in`` (kaiming_uniform with a = √5)."""
+    return lambda rng, shape: rng.uniform(-bound, bound, size=shape)
+
+
+def constant_init(value: float) -> Init:
+    return lambda rng, shape: np.full(shape, value)
+
+
+class Parameter:
+    """An array allocated on first use, so that a model built for analysis holds none.
+
+    ``grad`` accumulates gradients; a buffer (``trainable=False``) has none.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        init: Init,
+        dtype: Any = np.float32,
+        trainable: bool = True,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.trainable = trainable
+        self.grad: np.ndarray | None = None
+        self._init = init
+        self._data: np.ndarray | None = None
+
+    @property
+    def allocated(self) -> bool:
+        return self._data is not None
+
+    @property
+    def data(self) -> np.ndarray:
+        if self._data is None:
+            self._data = np.asarray(self._init(generator(), self.shape), dtype=self.dtype)
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        if value.shape != self.shape:
+            raise CheckpointError(f"expected an array of shape {self.shape}, got {value.shape}")
+        self._data = value.astype(self.dtype, copy=True)
+
+    def accumulate(self, grad: np.ndarray) -> None:
+        """Adds ``grad`` into ``self.grad``."""
+        if self.grad is None:
+            self.grad = grad.astype(self.dtype, copy=True)
+        else:
+            self.grad += grad
+
+    def __repr__(self) -> str:
+        state = "allocated" if self.allocated else "not allocated"
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, {state})"
 
 
 class Module:
-    """A layer. Its configuration lives in ``spec``; the analysis faces read it from there."""
+    """A layer or a container of layers.
+
+    A layer's configuration lives in ``spec``; the analysis faces read it from there. A layer
+    that runs implements ``forward`` (keeping what its backward needs) and ``backward``, which
+    returns the input gradient and accumulates its parameters' gradients.
+    """
 
     spec: Op
+    training: bool = True
 
+    # -- parameters ---------------------------------------------------------------------------
+    def _own(self) -> dict[str, Parameter]:
+        if "_params" not in self.__dict__:
+            self.__dict__["_params"] = {}
+        return self.__dict__["_params"]
+
+    def register(self, name: str, param: Parameter) -> Parameter:
+        """Adds a parameter or buffer under ``name`` (PyTorch's name for it)."""
+        self._own()[name] = param
+        return param
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        """Direct sub-modules with their names; a layer has none."""
+        return iter(())
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, p in self._named(prefix):
+            if p.trainable:
+                yield name, p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, p in self._named(prefix):
+            if not p.trainable:
+                yield name, p
+
+    def _named(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        own = self._own()
+        # PyTorch's state_dict order: a module's parameters, then its buffers, then children's.
+        for trainable in (True, False):
+            for name, p in own.items():
+                if p.trainable == trainable:
+                    yield prefix + name, p
+        for name, child in self.children():
+            yield from child._named(f"{prefix}{name}.")
+
+    def parameters(self) -> list[Parameter]:
+        """The trainable parameters, in PyTorch's order."""
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def astype(self, dtype: Any) -> Module:
+        """Casts every parameter and buffer (float32 or float64) in place."""
+        for _, p in self._named(""):
+            if p.trainable or np.issubdtype(p.dtype, np.floating):
+                p.dtype = np.dtype(dtype)
+                if p.allocated:
+                    p._data = p.data.astype(dtype)
+        return self
+
+    # -- training state ----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    # -- state dicts -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers under PyTorch's names and layouts."""
+        return {name: p.data.copy() for name, p in self._named("")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Loads arrays by name; missing, unexpected or misshapen entries are an error."""
+        own = dict(self._named(""))
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                "state dict does not fit the model: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(missing)}" if missing else "",
+                        f"unexpected {', '.join(unexpected)}" if unexpected else "",
+                    )
+                    if part
+                )
+            )
+        for name, p in own.items():
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise CheckpointError(
+                    f"state dict entry {name} has shape {value.shape}, the model needs {p.shape}"
+                )
+            p.data = value
+
+    # -- running -----------------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no forward")
+
+    def backward(self, grad_out: np.ndarray) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    # -- analysis faces ----------------------------------------------------------------------
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         """The output shape for an input shape, both channel-first and without the batch."""
         return self.spec.output_shape(input_shape)
