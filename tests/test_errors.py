@@ -7,6 +7,7 @@ import pytest
 
 from convscope import ConvScopeError, LayerConfigError, ShapeError, nn
 from convscope.cli import main
+from convscope.ops.structural import AddSpec, ConcatSpec
 
 API_CASES = [
     (lambda: nn.Conv2d(3, 4, 3, groups=2), LayerConfigError, ["groups", "3", "2"]),
@@ -33,8 +34,8 @@ API_CASES = [
         ["output_padding", "stride", "dilation"],
     ),
     (lambda: nn.Linear(8, 4).output_shape((7,)), ShapeError, ["in_features=8", "(7)"]),
-    (lambda: nn.Add().output_shape([(3, 4), (3, 5)]), ShapeError, ["one shape", "(3, 5)"]),
-    (lambda: nn.Concat().output_shape([(3, 4), (2, 5)]), ShapeError, ["other axes equal"]),
+    (lambda: AddSpec().output_shape([(3, 4), (3, 5)]), ShapeError, ["one shape", "(3, 5)"]),
+    (lambda: ConcatSpec().output_shape([(3, 4), (2, 5)]), ShapeError, ["other axes equal"]),
     (lambda: nn.Dropout(1.5), LayerConfigError, ["between 0 and 1", "1.5"]),
     (lambda: nn.Conv2d(3, 4, 3).cost((3, 8, 8), count="sparse"), ConvScopeError, ["sparse"]),
     (lambda: nn.Conv2d(3, 4, 3).cost((3, 8, 8), batch=0), ShapeError, ["batch", "0"]),

@@ -7,6 +7,8 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from . import report
@@ -204,12 +206,68 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-size", help="adaptive pools: e.g. 1x1")
     p.set_defaults(build=build_pool)
 
+    p = sub.add_parser("train", help="train a LeNet-style CNN (default: the built-in digits)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--lr", type=float, default=0.005, help="peak learning rate (cosine-annealed to 0)"
+    )
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--seed", type=int, default=0, help="makes the run reproducible")
+    p.add_argument("--data", help="a folder of MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
+    p.add_argument("--out", default="runs/digits", help="folder for checkpoint.npz, metrics.json")
+    p.add_argument("--resume", help="a checkpoint to continue from")
+    p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.set_defaults(handler=run_train)
+
+    p = sub.add_parser("predict", help="classify images with a trained checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("images", help=".npy, .npz (key 'images') or IDX file of N×H×W or N×C×H×W")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_predict)
+
     p = sub.add_parser("linear", help="a fully connected layer")
     _common(p, "input shape (..., in_features), e.g. 512")
     p.add_argument("--out-features", type=int, required=True)
     p.add_argument("--no-bias", action="store_true")
     p.set_defaults(build=build_linear)
+    for name, action in sub.choices.items():
+        if name not in ("train", "predict"):
+            action.set_defaults(handler=run)
     return parser
+
+
+def run_train(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
+    from .train import TrainConfig, train
+
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        optimizer=args.optimizer, data=args.data, out=Path(args.out),
+        resume=Path(args.resume) if args.resume else None, limit=args.limit,
+    )  # fmt: skip
+    echo = (lambda text: None) if args.json else (lambda text: write(text + "\n"))
+    result = train(config, echo=echo)
+    if args.json:
+        write(json.dumps({k: v for k, v in asdict(result).items() if k != "history"}) + "\n")
+    else:
+        write(
+            f"test accuracy {100 * result.test_accuracy:.2f}% after {result.epochs} epochs "
+            f"({result.seconds:.1f} s); checkpoint {result.checkpoint}, metrics {result.metrics}\n"
+        )
+
+
+def run_predict(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
+    from .train import predict
+
+    classes = predict(Path(args.checkpoint), args.images)
+    if args.json:
+        write(json.dumps({"predictions": classes.tolist()}) + "\n")
+    else:
+        write("\n".join(f"{i}\t{c}" for i, c in enumerate(classes.tolist())) + "\n")
 
 
 def run(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
@@ -237,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
-        run(args, sys.stdout.write)
+        args.handler(args, sys.stdout.write)
     except ConvScopeError as error:
         print(f"convscope {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from .. import random as _random
+from ..arrays import expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
@@ -103,11 +108,278 @@ def _per_element(count: OpCount) -> str:
     return ", ".join(f"{v} {k}" for k, v in parts.items()) or "nothing"
 
 
+# -- running: functional forward and backward --------------------------------------------------
+
+
+def _input(x: np.ndarray) -> np.ndarray:
+    return float_array(x, "x")
+
+
+def _grad(grad_out: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Checks a backward's arguments: float arrays of one dtype and one shape."""
+    x = float_array(x, "x")
+    grad_out = float_array(grad_out, "grad_out")
+    same_dtype(grad_out=grad_out, x=x)
+    expect_shape(grad_out, x.shape, "grad_out", "(the shape of x)")
+    return grad_out, x
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """max(x, 0)."""
+    x = _input(x)
+    return np.maximum(x, 0)
+
+
+def relu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of relu w.r.t. its input (0 at x = 0, as PyTorch)."""
+    grad_out, x = _grad(grad_out, x)
+    return np.where(x > 0, grad_out, 0)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6)."""
+    x = _input(x)
+    return np.clip(x, 0, 6)
+
+
+def relu6_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of relu6 w.r.t. its input (0 at both kinks, as PyTorch)."""
+    grad_out, x = _grad(grad_out, x)
+    return np.where((x > 0) & (x < 6), grad_out, 0)
+
+
+def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
+    """x for x > 0, else negative_slope · x."""
+    x = _input(x)
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_backward(
+    grad_out: np.ndarray, x: np.ndarray, negative_slope: float = 0.01
+) -> np.ndarray:
+    """The gradient of leaky_relu w.r.t. its input (the slope at x = 0, as PyTorch)."""
+    grad_out, x = _grad(grad_out, x)
+    return np.where(x > 0, grad_out, grad_out * negative_slope)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of −|x| only, so nothing overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(−x))."""
+    return _sigmoid(_input(x))
+
+
+def sigmoid_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of sigmoid w.r.t. its input."""
+    grad_out, x = _grad(grad_out, x)
+    s = _sigmoid(x)
+    return grad_out * s * (1 - s)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """tanh(x)."""
+    return np.tanh(_input(x))
+
+
+def tanh_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of tanh w.r.t. its input."""
+    grad_out, x = _grad(grad_out, x)
+    t = np.tanh(x)
+    return grad_out * (1 - t * t)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x · sigmoid(x)."""
+    x = _input(x)
+    return x * _sigmoid(x)
+
+
+def silu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of silu w.r.t. its input."""
+    grad_out, x = _grad(grad_out, x)
+    s = _sigmoid(x)
+    return grad_out * (s * (1 + x * (1 - s)))
+
+
+# W. J. Cody's rational approximations of erf and erfc (netlib specfun CALERF): relative error
+# below 1e-15 in float64 on every range.
+_ERF_A = (
+    3.16112374387056560e00,
+    1.13864154151050156e02,
+    3.77485237685302021e02,
+    3.20937758913846947e03,
+    1.85777706184603153e-1,
+)
+_ERF_B = (
+    2.36012909523441209e01,
+    2.44024637934444173e02,
+    1.28261652607737228e03,
+    2.84423683343917062e03,
+)
+_ERFC_C = (
+    5.64188496988670089e-1,
+    8.88314979438837594e00,
+    6.61191906371416295e01,
+    2.98635138197400131e02,
+    8.81952221241769090e02,
+    1.71204761263407058e03,
+    2.05107837782607147e03,
+    1.23033935479799725e03,
+    2.15311535474403846e-8,
+)
+_ERFC_D = (
+    1.57449261107098347e01,
+    1.17693950891312499e02,
+    5.37181101862009858e02,
+    1.62138957456669019e03,
+    3.29079923573345963e03,
+    4.36261909014324716e03,
+    3.43936767414372164e03,
+    1.23033935480374942e03,
+)
+_ERFC_P = (
+    3.05326634961232344e-1,
+    3.60344899949804439e-1,
+    1.25781726111229246e-1,
+    1.60837851487422766e-2,
+    6.58749161529837803e-4,
+    1.63153871373020978e-2,
+)
+_ERFC_Q = (
+    2.56852019228982242e00,
+    1.87295284992346725e00,
+    5.27905102951428412e-1,
+    6.05183413124413191e-2,
+    2.33520497626869185e-3,
+)
+_ERF_SPLIT = 0.46875  # Cody's switch from the erf series to the erfc fits
+
+
+def _erf_small(x: np.ndarray) -> np.ndarray:
+    """erf(x) for |x| <= 0.46875."""
+    a, b = _ERF_A, _ERF_B
+    z = x * x
+    num, den = a[4] * z, z
+    for i in range(3):
+        num = (num + a[i]) * z
+        den = (den + b[i]) * z
+    return x * (num + a[3]) / (den + b[3])
+
+
+def _erfc_mid(y: np.ndarray) -> np.ndarray:
+    """erfc(y)·exp(y²) for 0.46875 < y <= 4."""
+    c, d = _ERFC_C, _ERFC_D
+    num, den = c[8] * y, y
+    for i in range(7):
+        num = (num + c[i]) * y
+        den = (den + d[i]) * y
+    return (num + c[7]) / (den + d[7])
+
+
+def _erfc_big(y: np.ndarray) -> np.ndarray:
+    """erfc(y)·exp(y²) for y > 4."""
+    p, q = _ERFC_P, _ERFC_Q
+    z = 1.0 / (y * y)
+    num, den = p[5] * z, z
+    for i in range(4):
+        num = (num + p[i]) * z
+        den = (den + q[i]) * z
+    return (1 / math.sqrt(math.pi) - z * (num + p[4]) / (den + q[4])) / y
+
+
+def _erfc_large(y: np.ndarray) -> np.ndarray:
+    """erfc(y) for y > 0.46875 (a 1-D array)."""
+    scaled = np.empty_like(y)
+    mid = y <= 4.0
+    scaled[mid] = _erfc_mid(y[mid])
+    big = ~mid
+    scaled[big] = _erfc_big(y[big])
+    # exp(−y²) as exp(−t²)·exp(−(y − t)(y + t)) with t = y rounded to 1/16: less rounding error
+    t = np.trunc(y * 16.0) / 16.0
+    with np.errstate(under="ignore"):
+        return np.exp(-t * t) * np.exp(-(y - t) * (y + t)) * scaled
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    """Φ(x) = (1 + erf(x/√2)) / 2 in float64, through erfc where 1 + erf would cancel."""
+    u = (np.asarray(x, dtype=np.float64) / math.sqrt(2)).reshape(-1)
+    cdf = np.empty_like(u)
+    small = np.abs(u) <= _ERF_SPLIT
+    cdf[small] = 0.5 + 0.5 * _erf_small(u[small])
+    rest = ~small
+    ur = u[rest]
+    half_tail = 0.5 * _erfc_large(np.abs(ur))
+    cdf[rest] = np.where(ur > 0, 1 - half_tail, half_tail)
+    return cdf.reshape(np.shape(x))
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """0.5 · x · (1 + erf(x / √2)), the exact (erf) form."""
+    x = _input(x)
+    return (x * _normal_cdf(x)).astype(x.dtype, copy=False)
+
+
+def gelu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of gelu w.r.t. its input: Φ(x) + x·φ(x)."""
+    grad_out, x = _grad(grad_out, x)
+    x64 = x.astype(np.float64, copy=False)
+    pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi)
+    return grad_out * (_normal_cdf(x64) + x64 * pdf).astype(x.dtype, copy=False)
+
+
+def dropout(
+    x: np.ndarray,
+    p: float = 0.5,
+    training: bool = True,
+    generator: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Zeroes each element with probability p and scales the rest by 1/(1 − p), with the mask.
+
+    The mask is already scaled (0 or 1/(1 − p)); in eval mode ``y`` is ``x`` and the mask None.
+    """
+    ElementwiseSpec("Dropout", p=p)  # validates p
+    x = _input(x)
+    if not training:
+        return x, None
+    rng = generator if generator is not None else _random.generator()
+    if p == 1:
+        mask = np.zeros_like(x)
+    else:
+        keep = rng.random(x.shape, dtype=x.dtype) >= p
+        mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - p))
+    return x * mask, mask
+
+
+def dropout_backward(grad_out: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The gradient of dropout w.r.t. its input, given the forward's mask (None: eval)."""
+    grad_out = float_array(grad_out, "grad_out")
+    if mask is None:
+        return grad_out
+    grad_out, mask = _grad(grad_out, mask)
+    return grad_out * mask
+
+
+# -- running: modules -----------------------------------------------------------------------
+
+
 class _Elementwise(Module):
     op = "ReLU"
+    _forward: Callable[[np.ndarray], np.ndarray] = staticmethod(relu)
+    _backward: Callable[[np.ndarray, np.ndarray], np.ndarray] = staticmethod(relu_backward)
 
     def __init__(self) -> None:
         self.spec = ElementwiseSpec(self.op)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return self._forward(x)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return self._backward(grad_out, self._x)
 
 
 class ReLU(_Elementwise):
@@ -120,30 +392,40 @@ class ReLU6(_Elementwise):
     """min(max(x, 0), 6)."""
 
     op = "ReLU6"
+    _forward = staticmethod(relu6)
+    _backward = staticmethod(relu6_backward)
 
 
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(−x))."""
 
     op = "Sigmoid"
+    _forward = staticmethod(sigmoid)
+    _backward = staticmethod(sigmoid_backward)
 
 
 class Tanh(_Elementwise):
     """tanh(x)."""
 
     op = "Tanh"
+    _forward = staticmethod(tanh)
+    _backward = staticmethod(tanh_backward)
 
 
 class SiLU(_Elementwise):
     """x · sigmoid(x)."""
 
     op = "SiLU"
+    _forward = staticmethod(silu)
+    _backward = staticmethod(silu_backward)
 
 
 class GELU(_Elementwise):
     """0.5 · x · (1 + erf(x / √2))."""
 
     op = "GELU"
+    _forward = staticmethod(gelu)
+    _backward = staticmethod(gelu_backward)
 
 
 class LeakyReLU(Module):
@@ -152,9 +434,24 @@ class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.spec = ElementwiseSpec("LeakyReLU", negative_slope=negative_slope)
 
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return leaky_relu(x, self.spec.negative_slope)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return leaky_relu_backward(grad_out, self._x, self.spec.negative_slope)
+
 
 class Dropout(Module):
     """Zeroes each element with probability p in training and scales the rest by 1 / (1 − p)."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.spec = ElementwiseSpec("Dropout", p=p)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """In training draws a mask from ``convscope.random.generator()``; in eval the identity."""
+        y, self._mask = dropout(x, self.spec.p, self.training, _random.generator())
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return dropout_backward(grad_out, self._mask)

@@ -102,6 +102,23 @@ class Op:
         return explanation
 
 
+def describe_args(*positional: Any, **keywords: tuple[Any, Any]) -> str:
+    """Constructor arguments as PyTorch's repr shows them: positional values, then each
+    keyword given as (value, default) only where it differs from its default. A per-axis
+    tuple whose entries agree is shown as one value."""
+
+    def compact(value: Any) -> Any:
+        if isinstance(value, tuple) and value and all(v == value[0] for v in value):
+            return compact(value[0]) if not isinstance(value[0], tuple) else value
+        return value
+
+    parts = [repr(compact(v)) for v in positional]
+    for name, (value, default) in keywords.items():
+        if compact(value) != compact(default):
+            parts.append(f"{name}={compact(value)!r}")
+    return ", ".join(parts)
+
+
 def _check_count(count: str) -> str:
     if count not in COUNT_MODES:
         raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")

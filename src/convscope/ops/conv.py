@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import ConvScopeError, LayerConfigError, ShapeError
 from ..explain import Working, axis_dict, product_symbols, shape_text
 from ..geometry import (
     PadPairs,
@@ -23,8 +28,11 @@ from ..geometry import (
     prod,
     reached_sources,
 )
-from ..module import Module
+from ..module import Module, Parameter, uniform_init
 from .base import Op
+
+if TYPE_CHECKING:
+    from .conv_transpose import ConvTransposeSpec as ConvTransposeLike
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -397,6 +405,386 @@ class ConvSpec(Op):
         )
 
 
+# -- engine: functional forward and backward ----------------------------------------------------
+#
+# One N-D core serves every convolution and transposed convolution. The input is padded first
+# (zeros, or F.pad's reflect/replicate/circular), then for each kernel offset t the strided slice
+# of the padded input that tap t sees is copied into a column buffer of layout
+# (groups, C_in/g · K, N · P) (K taps, P output positions), so that the forward, the weight
+# gradient and the column gradient are each one (batched over groups) BLAS matmul. The input
+# gradient adds the column gradient back, one strided slice per kernel offset.
+
+#: Most bytes one column buffer may take; the batch is processed in chunks to stay under it.
+CONV_MEMORY_BUDGET = 256 * 2**20
+
+
+def _tap_slices(
+    kernel: Shape, stride: Shape, dilation: Shape, out: Shape
+) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """For each kernel offset, the strided slices of the padded input that it reads."""
+    return [
+        (
+            t,
+            tuple(
+                slice(ti * d, ti * d + s * (o - 1) + 1, s)
+                for ti, s, d, o in zip(t, stride, dilation, out)
+            ),
+        )
+        for t in itertools.product(*(range(k) for k in kernel))
+    ]
+
+
+def _chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """Batch ranges whose column buffers each fit CONV_MEMORY_BUDGET (at least one image)."""
+    step = max(1, min(n, CONV_MEMORY_BUDGET // max(1, bytes_per_image)))
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _grouped_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` over a leading group axis (a plain 2-D GEMM for one group)."""
+    if a.shape[0] == 1:
+        return np.matmul(a[0], b[0], out=None if out is None else out[0])[None]
+    return np.matmul(a, b, out=out)
+
+
+def _conv_core(
+    xp: np.ndarray | None,
+    weight: np.ndarray,
+    stride: Shape,
+    dilation: Shape,
+    out: Shape,
+    groups: int,
+    dy: np.ndarray | None = None,
+    want_y: bool = False,
+    want_gw: bool = False,
+    padded: Shape | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """An unpadded convolution of ``xp`` with output sizes ``out``: its forward ``y`` (if
+    ``want_y``), the weight gradient for the output gradient ``dy`` (if ``want_gw``) and the
+    gradient w.r.t. ``xp`` of spatial sizes ``padded`` (if ``padded`` is given).
+
+    Per batch chunk one gather feeds the forward and weight-gradient matmuls; the same column
+    buffer then takes the column gradient, which is added back per kernel offset.
+    """
+    ref = xp if xp is not None else dy
+    assert ref is not None
+    n, dtype = ref.shape[0], ref.dtype
+    c_out, c_g = weight.shape[:2]
+    kernel = weight.shape[2:]
+    k, p = prod(kernel), prod(out)
+    co_g, c = c_out // groups, c_g * groups
+    w = weight.reshape(groups, co_g, c_g * k)
+    taps = _tap_slices(kernel, stride, dilation, out)
+    all_ = (slice(None),) * 3
+    y = np.empty((n, c_out, *out), dtype=dtype) if want_y else None
+    gw = np.zeros((groups, co_g, c_g * k), dtype=dtype) if want_gw else None
+    gxp = np.zeros((n, c, *padded), dtype=dtype) if padded is not None else None
+    chunks = _chunks(n, c * k * p * dtype.itemsize)
+    buffer = np.empty(c * k * p * (chunks[0][1] - chunks[0][0]), dtype=dtype)
+    for n0, n1 in chunks:
+        nb = n1 - n0
+        cols2 = buffer[: c * k * nb * p].reshape(groups, c_g * k, nb * p)
+        cols = cols2.reshape(groups, c_g, *kernel, nb, *out)
+        dy_t = None
+        if dy is not None:
+            dy_t = np.ascontiguousarray(dy[n0:n1].swapaxes(0, 1)).reshape(groups, co_g, nb * p)
+        if want_y or want_gw:
+            assert xp is not None
+            # Channel-first view of the chunk, split into groups: (G, C/g, nb, *spatial).
+            src = xp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *xp.shape[2:])
+            for t, sl in taps:
+                cols[(slice(None), slice(None), *t)] = src[(*all_, *sl)]
+            if y is not None:
+                y_t = _grouped_matmul(w, cols2).reshape(c_out, nb, *out)
+                y.swapaxes(0, 1)[:, n0:n1] = y_t
+            if gw is not None:
+                # cols @ dy_tᵀ (then transposed) is the faster GEMM orientation for OpenBLAS.
+                gw += _grouped_matmul(cols2, dy_t.transpose(0, 2, 1)).transpose(0, 2, 1)
+        if gxp is not None:
+            _grouped_matmul(w.transpose(0, 2, 1), dy_t, out=cols2)
+            dst = gxp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *padded)
+            for t, sl in taps:
+                dst[(*all_, *sl)] += cols[(slice(None), slice(None), *t)]
+    return y, None if gw is None else gw.reshape(weight.shape), gxp
+
+
+_NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _pad(x: np.ndarray, pads: PadPairs, mode: str) -> np.ndarray:
+    """``x`` padded (or, for negative pads, cropped) on its spatial axes as F.pad does."""
+    if all(b == 0 and a == 0 for b, a in pads):
+        return x
+    if mode == "zeros":
+        out = np.zeros(
+            (*x.shape[:2], *(s + b + a for s, (b, a) in zip(x.shape[2:], pads))), x.dtype
+        )
+        out[(..., *(slice(b, b + s) for s, (b, _) in zip(x.shape[2:], pads)))] = x
+        return out
+    crop = tuple(slice(max(0, -b), s - max(0, -a)) for s, (b, a) in zip(x.shape[2:], pads))
+    widths = [(0, 0), (0, 0), *((max(0, b), max(0, a)) for b, a in pads)]
+    return np.pad(x[(..., *crop)], widths, mode=_NUMPY_PAD_MODES[mode])
+
+
+def _pad_backward(g: np.ndarray, sizes: Shape, pads: PadPairs, mode: str) -> np.ndarray:
+    """The adjoint of ``_pad``: folds the padded gradient back onto the input's positions."""
+    if all(b == 0 and a == 0 for b, a in pads):
+        return g
+    if mode == "zeros":
+        return np.ascontiguousarray(g[(..., *(slice(b, b + s) for s, (b, _) in zip(sizes, pads)))])
+    for axis, (size, (b, a)) in enumerate(zip(sizes, pads), start=2):
+        cb, ca = max(0, -b), max(0, -a)
+        b, a = max(0, b), max(0, a)
+        m = size - cb - ca
+
+        def part(lo: int, hi: int, axis: int = axis) -> tuple[slice, ...]:
+            return (slice(None),) * axis + (slice(lo, hi),)
+
+        gi = g[part(b, b + m)].copy()
+        if b:
+            head = g[part(0, b)]
+            if mode == "reflect":
+                gi[part(1, b + 1)] += np.flip(head, axis)
+            elif mode == "replicate":
+                gi[part(0, 1)] += head.sum(axis, keepdims=True)
+            else:
+                gi[part(m - b, m)] += head
+        if a:
+            tail = g[part(b + m, b + m + a)]
+            if mode == "reflect":
+                gi[part(m - 1 - a, m - 1)] += np.flip(tail, axis)
+            elif mode == "replicate":
+                gi[part(m - 1, m)] += tail.sum(axis, keepdims=True)
+            else:
+                gi[part(0, a)] += tail
+        if cb or ca:
+            full = np.zeros((*gi.shape[:axis], size, *gi.shape[axis + 1 :]), gi.dtype)
+            full[part(cb, cb + m)] = gi
+            gi = full
+        g = gi
+    return g
+
+
+def _check_conv(
+    ndim: int,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    grad_out: np.ndarray | None,
+    stride: int | Sequence[int],
+    padding: int | str | Sequence[int] | Sequence[Sequence[int]],
+    dilation: int | Sequence[int],
+    groups: int,
+    padding_mode: str,
+    has_bias: bool,
+) -> tuple[ConvSpec, Shape]:
+    """The spec and output shape (with the batch) for these arrays; errors name the shapes."""
+    same_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    layout = "N x C x " + " x ".join(axis_names(ndim))
+    expect_rank(x, ndim + 2, "x", layout)
+    expect_rank(
+        weight,
+        ndim + 2,
+        "weight",
+        "C_out x C_in/groups x " + " x ".join(f"k_{ax}" for ax in axis_names(ndim)),
+    )
+    spec = ConvSpec.create(
+        ndim,
+        x.shape[1],
+        weight.shape[0],
+        tuple(weight.shape[2:]),
+        stride,
+        padding,
+        dilation,
+        groups,
+        has_bias,
+        padding_mode,
+    )
+    return spec, check_arrays(spec, x, weight, bias, grad_out)
+
+
+def check_arrays(
+    spec: ConvSpec | ConvTransposeLike,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    grad_out: np.ndarray | None,
+) -> Shape:
+    """The output shape (with the batch) of ``spec`` for these arrays; errors name the shapes."""
+    same_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    layout = "N x C x " + " x ".join(axis_names(spec.ndim))
+    expect_rank(x, spec.ndim + 2, "x", layout)
+    expect_shape(
+        weight,
+        spec.weight_shape,
+        "weight",
+        f"for an input of shape {x.shape}, groups={spec.groups}",
+    )
+    out = (x.shape[0], *spec.output_shape(x.shape[1:]))
+    if bias is not None:
+        expect_shape(bias, (spec.out_channels,), "bias", f"for a weight of shape {weight.shape}")
+    if grad_out is not None:
+        expect_shape(grad_out, out, "grad_out", f"(the output shape for an input {x.shape})")
+    return out
+
+
+def _conv_forward(
+    spec: ConvSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+) -> np.ndarray:
+    out = spec.output_shape(x.shape[1:])[1:]
+    xp = _pad(x, spec.padding, spec.padding_mode)
+    y, _, _ = _conv_core(xp, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True)
+    assert y is not None
+    if bias is not None:
+        y += bias.reshape(-1, *(1,) * spec.ndim)
+    return y
+
+
+def _conv_backward(
+    spec: ConvSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    xp = _pad(x, spec.padding, spec.padding_mode)
+    out = grad_out.shape[2:]
+    _, gw, gxp = _conv_core(
+        xp,
+        weight,
+        spec.stride,
+        spec.dilation,
+        out,
+        spec.groups,
+        dy=grad_out,
+        want_gw=True,
+        padded=xp.shape[2:],
+    )
+    assert gw is not None and gxp is not None
+    gx = _pad_backward(gxp, x.shape[2:], spec.padding, spec.padding_mode)
+    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
+    return gx, gw, gb
+
+
+def _conv(ndim: int, x, weight, bias, stride, padding, dilation, groups, padding_mode):
+    x, weight = float_array(x, "x"), float_array(weight, "weight")
+    bias = None if bias is None else float_array(bias, "bias")
+    spec, _ = _check_conv(
+        ndim,
+        x,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        dilation,
+        groups,
+        padding_mode,
+        bias is not None,
+    )
+    return _conv_forward(spec, x, weight, bias)
+
+
+def _conv_bwd(
+    ndim: int, grad_out, x, weight, stride, padding, dilation, groups, padding_mode, bias
+):
+    x, weight = float_array(x, "x"), float_array(weight, "weight")
+    grad_out = float_array(grad_out, "grad_out")
+    spec, _ = _check_conv(
+        ndim, x, weight, None, grad_out, stride, padding, dilation, groups, padding_mode, bias
+    )
+    return _conv_backward(spec, grad_out, x, weight, bias)
+
+
+Array = np.ndarray
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
+Ints = int | Sequence[int]
+Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def conv1d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Array:
+    """1-D convolution of an (N, C_in, L) input, as torch.nn.functional.conv1d."""
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv2d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Array:
+    """2-D convolution of an (N, C_in, H, W) input, as torch.nn.functional.conv2d."""
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv3d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Array:
+    """3-D convolution of an (N, C_in, D, H, W) input, as torch.nn.functional.conv3d."""
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv1d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv1d; grad_bias is None when bias=False."""
+    return _conv_bwd(1, grad_out, x, weight, stride, padding, dilation, groups, padding_mode, bias)
+
+
+def conv2d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv2d; grad_bias is None when bias=False."""
+    return _conv_bwd(2, grad_out, x, weight, stride, padding, dilation, groups, padding_mode, bias)
+
+
+def conv3d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv3d; grad_bias is None when bias=False."""
+    return _conv_bwd(3, grad_out, x, weight, stride, padding, dilation, groups, padding_mode, bias)
+
+
 class _ConvNd(Module):
     ndim = 2
 
@@ -424,6 +812,36 @@ class _ConvNd(Module):
             bias,
             padding_mode,
         )
+        fan_in = self.spec.weight_shape[1] * prod(self.spec.kernel_size)
+        init = uniform_init(1.0 / fan_in**0.5)
+        self.register("weight", Parameter(self.spec.weight_shape, init))
+        if self.spec.bias:
+            self.register("bias", Parameter((self.spec.out_channels,), init))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The convolution of ``x``; keeps ``x`` for backward."""
+        x = float_array(x, "x")
+        params = self._own()
+        weight = params["weight"].data
+        bias = params["bias"].data if self.spec.bias else None
+        check_arrays(self.spec, x, weight, bias, None)
+        self._x = x
+        return _conv_forward(self.spec, x, weight, bias)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds the weight and bias gradients into their ``grad``."""
+        x = self.__dict__.get("_x")
+        if x is None:
+            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
+        params = self._own()
+        weight = params["weight"].data
+        grad_out = float_array(grad_out, "grad_out")
+        check_arrays(self.spec, x, weight, None, grad_out)
+        gx, gw, gb = _conv_backward(self.spec, grad_out, x, weight, self.spec.bias)
+        params["weight"].accumulate(gw)
+        if gb is not None:
+            params["bias"].accumulate(gb)
+        return gx
 
 
 class Conv1d(_ConvNd):

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..arrays import expect_rank, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import ConvScopeError, LayerConfigError, ShapeError
 from ..explain import Working, axis_dict, product_symbols, shape_text
-from ..geometry import Shape, Windows, axis_names, check_input, int_tuple, prod
-from ..module import Module
+from ..geometry import PadPairs, Shape, Windows, axis_names, check_input, int_tuple, prod
+from ..module import Module, Parameter, uniform_init
 from .base import Op
-from .conv import check_channels
+from .conv import _conv_core, _pad, _pad_backward, check_arrays, check_channels
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,223 @@ class ConvTransposeSpec(Op):
         )
 
 
+# -- engine: functional forward and backward ----------------------------------------------------
+#
+# The transposed convolution is the adjoint of the convolution ``conv`` whose input has this
+# layer's output size, padded by ``padding`` zeros on each side, with the same weight array read
+# as conv's (C_out, C_in/g, *k) weight: the forward is conv's input gradient (then the padding
+# is cropped), the input gradient is conv's forward of the padded output gradient, and the
+# weight gradient is conv's weight gradient with the roles of input and output swapped.
+
+
+def _zero_pads(spec: ConvTransposeSpec) -> PadPairs:
+    return tuple((p, p) for p in spec.padding)
+
+
+def _check_transpose(
+    ndim: int,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    grad_out: np.ndarray | None,
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+    output_padding: int | Sequence[int],
+    groups: int,
+    dilation: int | Sequence[int],
+    has_bias: bool,
+) -> ConvTransposeSpec:
+    """The spec for these arrays, validated; shape errors name both shapes."""
+    same_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    expect_rank(x, ndim + 2, "x", "N x C x " + " x ".join(axis_names(ndim)))
+    expect_rank(
+        weight,
+        ndim + 2,
+        "weight",
+        "C_in x C_out/groups x " + " x ".join(f"k_{ax}" for ax in axis_names(ndim)),
+    )
+    if not isinstance(groups, int) or groups < 1:
+        raise LayerConfigError(f"groups must be an int >= 1, got {groups!r}")
+    spec = ConvTransposeSpec.create(
+        ndim,
+        x.shape[1],
+        weight.shape[1] * groups,
+        tuple(weight.shape[2:]),
+        stride,
+        padding,
+        output_padding,
+        groups,
+        has_bias,
+        dilation,
+    )
+    check_arrays(spec, x, weight, bias, grad_out)
+    return spec
+
+
+def _transpose_forward(
+    spec: ConvTransposeSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+) -> np.ndarray:
+    out = spec.output_shape(x.shape[1:])[1:]
+    pads = _zero_pads(spec)
+    padded = tuple(o + 2 * p for o, p in zip(out, spec.padding))
+    *_, yp = _conv_core(
+        None, weight, spec.stride, spec.dilation, x.shape[2:], spec.groups, dy=x, padded=padded
+    )
+    assert yp is not None
+    y = _pad_backward(yp, out, pads, "zeros")
+    if bias is not None:
+        y += bias.reshape(-1, *(1,) * spec.ndim)
+    return y
+
+
+def _transpose_backward(
+    spec: ConvTransposeSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    gp = _pad(grad_out, _zero_pads(spec), "zeros")
+    gx, gw, _ = _conv_core(
+        gp,
+        weight,
+        spec.stride,
+        spec.dilation,
+        x.shape[2:],
+        spec.groups,
+        dy=x,
+        want_y=True,
+        want_gw=True,
+    )
+    assert gx is not None and gw is not None
+    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
+    return gx, gw, gb
+
+
+def _transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    x, weight = float_array(x, "x"), float_array(weight, "weight")
+    bias = None if bias is None else float_array(bias, "bias")
+    spec = _check_transpose(
+        ndim,
+        x,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        bias is not None,
+    )
+    return _transpose_forward(spec, x, weight, bias)
+
+
+def _transpose_bwd(
+    ndim, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
+):
+    x, weight = float_array(x, "x"), float_array(weight, "weight")
+    grad_out = float_array(grad_out, "grad_out")
+    spec = _check_transpose(
+        ndim, x, weight, None, grad_out, stride, padding, output_padding, groups, dilation, bias
+    )
+    return _transpose_backward(spec, grad_out, x, weight, bias)
+
+
+Array = np.ndarray
+Ints = int | Sequence[int]
+Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def conv_transpose1d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+) -> Array:
+    """1-D transposed convolution, as torch.nn.functional.conv_transpose1d."""
+    return _transpose(1, x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+) -> Array:
+    """2-D transposed convolution, as torch.nn.functional.conv_transpose2d."""
+    return _transpose(2, x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose3d(
+    x: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+) -> Array:
+    """3-D transposed convolution, as torch.nn.functional.conv_transpose3d."""
+    return _transpose(3, x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose1d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv_transpose1d; grad_bias None if not bias."""
+    return _transpose_bwd(
+        1, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
+    )
+
+
+def conv_transpose2d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv_transpose2d; grad_bias None if not bias."""
+    return _transpose_bwd(
+        2, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
+    )
+
+
+def conv_transpose3d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+    bias: bool = True,
+) -> Grads:
+    """(grad_input, grad_weight, grad_bias) of conv_transpose3d; grad_bias None if not bias."""
+    return _transpose_bwd(
+        3, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
+    )
+
+
 class _ConvTransposeNd(Module):
     ndim = 2
 
@@ -325,6 +545,36 @@ class _ConvTransposeNd(Module):
             bias,
             dilation,
         )
+        fan_in = self.spec.weight_shape[1] * prod(self.spec.kernel_size)
+        init = uniform_init(1.0 / fan_in**0.5)
+        self.register("weight", Parameter(self.spec.weight_shape, init))
+        if self.spec.bias:
+            self.register("bias", Parameter((self.spec.out_channels,), init))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The transposed convolution of ``x``; keeps ``x`` for backward."""
+        x = float_array(x, "x")
+        params = self._own()
+        weight = params["weight"].data
+        bias = params["bias"].data if self.spec.bias else None
+        check_arrays(self.spec, x, weight, bias, None)
+        self._x = x
+        return _transpose_forward(self.spec, x, weight, bias)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds the weight and bias gradients into their ``grad``."""
+        x = self.__dict__.get("_x")
+        if x is None:
+            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
+        params = self._own()
+        weight = params["weight"].data
+        grad_out = float_array(grad_out, "grad_out")
+        check_arrays(self.spec, x, weight, None, grad_out)
+        gx, gw, gb = _transpose_backward(self.spec, grad_out, x, weight, self.spec.bias)
+        params["weight"].accumulate(gw)
+        if gb is not None:
+            params["bias"].accumulate(gb)
+        return gx
 
 
 class ConvTranspose1d(_ConvTransposeNd):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, prod
-from ..module import Module
+from ..module import Module, Parameter, uniform_init
 from .base import Op
 
 
@@ -109,8 +113,80 @@ class LinearSpec(Op):
         )
 
 
+# -- running: functional forward and backward --------------------------------------------------
+
+
+def _check(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, LinearSpec]:
+    """Checks the arguments of linear and builds its spec."""
+    x = float_array(x, "x")
+    weight = float_array(weight, "weight")
+    expect_rank(weight, 2, "weight", "(out_features, in_features)")
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ShapeError(
+            f"x has shape {tuple(x.shape)} and weight has shape {tuple(weight.shape)}: the last "
+            f"axis of x must be in_features={weight.shape[1]}"
+        )
+    if bias is not None:
+        bias = float_array(bias, "bias")
+        expect_shape(bias, (weight.shape[0],), "bias", f"for weight {tuple(weight.shape)}")
+    same_dtype(x=x, weight=weight, bias=bias)
+    spec = LinearSpec(int(weight.shape[1]), int(weight.shape[0]), bias is not None)
+    return x, weight, bias, spec
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``y = x · Wᵀ + b`` over the last axis: x (..., in), weight (out, in), bias (out,)."""
+    x, weight, bias, spec = _check(x, weight, bias)
+    out_shape = spec.output_shape(x.shape)
+    y = x.reshape(-1, spec.in_features) @ weight.T
+    if bias is not None:
+        y += bias
+    return y.reshape(out_shape)
+
+
+def linear_backward(
+    grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The gradients of linear w.r.t. the input, the weight and (with ``bias``) the bias."""
+    x, weight, _, spec = _check(x, weight, None)
+    grad_out = float_array(grad_out, "grad_out")
+    same_dtype(grad_out=grad_out, x=x)
+    expect_shape(
+        grad_out,
+        spec.output_shape(x.shape),
+        "grad_out",
+        f"for x {tuple(x.shape)} and weight {tuple(weight.shape)}",
+    )
+    g = grad_out.reshape(-1, spec.out_features)
+    grad_input = (g @ weight).reshape(x.shape)
+    grad_weight = g.T @ x.reshape(-1, spec.in_features)
+    grad_bias = g.sum(axis=0) if bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+# -- running: module ----------------------------------------------------------------------------
+
+
 class Linear(Module):
     """``y = x · Wᵀ + b`` with PyTorch's arguments."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         self.spec = LinearSpec(in_features, out_features, bool(bias))
+        init = uniform_init(1 / math.sqrt(in_features))
+        self.weight = self.register("weight", Parameter((out_features, in_features), init))
+        self.bias = self.register("bias", Parameter((out_features,), init)) if bias else None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return linear(x, self.weight.data, self.bias.data if self.bias is not None else None)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        grad_input, grad_weight, grad_bias = linear_backward(
+            grad_out, self._x, self.weight.data, self.bias is not None
+        )
+        self.weight.accumulate(grad_weight)
+        if self.bias is not None and grad_bias is not None:
+            self.bias.accumulate(grad_bias)
+        return grad_input

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..arrays import expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, prod
-from ..module import Module
+from ..module import Module, Parameter, constant_init
 from .base import Op
 
 
@@ -111,6 +114,189 @@ class BatchNormSpec(Op):
         return Cost(forward, backward_input, weight, bias)
 
 
+# -- running: functional forward and backward --------------------------------------------------
+
+_NDIM_OF_RANK = {2: 1, 3: 1, 4: 2, 5: 3}
+
+
+def _spec_for(x: np.ndarray, eps: float, momentum: float | None, affine: bool) -> BatchNormSpec:
+    """The spec of the batch norm that fits x: (N, C), (N, C, L), (N, C, H, W), (N, C, D, H, W)."""
+    if x.ndim not in _NDIM_OF_RANK:
+        raise ShapeError(
+            f"batch norm takes an input of 2 to 5 axes (N, C, *spatial), got shape {x.shape}"
+        )
+    return BatchNormSpec(_NDIM_OF_RANK[x.ndim], int(x.shape[1]), eps, momentum, affine)
+
+
+def _channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast against (N, C, *spatial)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _check_channel(v: np.ndarray | None, name: str, x: np.ndarray) -> np.ndarray | None:
+    if v is None:
+        return None
+    v = float_array(v, name)
+    expect_shape(v, (x.shape[1],), name, f"(one per channel) for an input of shape {x.shape}")
+    return v
+
+
+def _check_batch_size(x: np.ndarray, spec: BatchNormSpec) -> int:
+    """The number of values per channel, which training needs to be more than 1."""
+    m = x.size // x.shape[1]
+    if m == 1:
+        raise ShapeError(
+            "Expected more than 1 value per channel when training, got an input of shape "
+            f"{x.shape} ({spec.name})"
+        )
+    return m
+
+
+def _batch_stats(x: np.ndarray, spec: BatchNormSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel mean and biased variance over the batch and spatial axes, and their count."""
+    axes = (0, *range(2, x.ndim))
+    m = _check_batch_size(x, spec)
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    return mean, var, m
+
+
+def _forward(
+    spec: BatchNormSpec,
+    x: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    training: bool,
+    momentum: float | None,
+) -> np.ndarray:
+    spec.output_shape(x.shape[1:])  # rank, sizes and channels
+    running_mean = _check_channel(running_mean, "running_mean", x)
+    running_var = _check_channel(running_var, "running_var", x)
+    weight = _check_channel(weight, "weight", x)
+    bias = _check_channel(bias, "bias", x)
+    same_dtype(x=x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    if (running_mean is None) != (running_var is None):
+        raise ShapeError("batch norm takes both running_mean and running_var, or neither")
+    if training:
+        mean, var, m = _batch_stats(x, spec)
+        if running_mean is not None and running_var is not None:
+            if momentum is None:
+                raise LayerConfigError(
+                    "batch_norm needs a float momentum; the cumulative average (momentum=None) "
+                    "is the module's, which counts the batches"
+                )
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+            running_var *= 1 - momentum
+            running_var += (momentum * m / (m - 1)) * var  # the unbiased estimate
+    else:
+        if running_mean is None or running_var is None:
+            raise ShapeError("batch norm in eval mode needs running_mean and running_var")
+        mean, var = running_mean, running_var
+    inv = 1 / np.sqrt(var + spec.eps)
+    scale = inv if weight is None else inv * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return x * _channel(scale, x.ndim) + _channel(shift, x.ndim)
+
+
+def batch_norm(
+    x: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Batch normalisation over the channel axis of (N, C, *spatial) inputs.
+
+    In training mode it normalises with the batch's statistics and updates ``running_mean`` and
+    ``running_var`` in place (the variance unbiased), as PyTorch; in eval it uses them.
+    """
+    x = float_array(x, "x")
+    spec = _spec_for(x, eps, momentum, weight is not None)
+    return _forward(spec, x, running_mean, running_var, weight, bias, training, momentum)
+
+
+def _backward(
+    spec: BatchNormSpec,
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    training: bool,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    spec.output_shape(x.shape[1:])
+    grad_out = float_array(grad_out, "grad_out")
+    expect_shape(grad_out, x.shape, "grad_out", "(the shape of x)")
+    weight = _check_channel(weight, "weight", x)
+    running_mean = _check_channel(running_mean, "running_mean", x)
+    running_var = _check_channel(running_var, "running_var", x)
+    same_dtype(
+        grad_out=grad_out,
+        x=x,
+        weight=weight,
+        running_mean=running_mean,
+        running_var=running_var,
+    )
+    axes = (0, *range(2, x.ndim))
+    if training:
+        mean, var, m = _batch_stats(x, spec)
+    else:
+        if running_var is None or (spec.affine and running_mean is None):
+            raise ShapeError(
+                "batch_norm_backward in eval mode needs running_var (and running_mean for the "
+                "weight gradient)"
+            )
+        mean, var, m = running_mean, running_var, 0
+    inv = 1 / np.sqrt(var + spec.eps)
+    g_xhat = grad_out if weight is None else grad_out * _channel(weight, x.ndim)
+    xhat = None
+    if training or spec.affine:
+        assert mean is not None
+        xhat = (x - _channel(mean, x.ndim)) * _channel(inv, x.ndim)
+    if training:
+        assert xhat is not None
+        s1 = g_xhat.sum(axis=axes)
+        s2 = (g_xhat * xhat).sum(axis=axes)
+        grad_input = _channel(inv / m, x.ndim) * (
+            m * g_xhat - _channel(s1, x.ndim) - xhat * _channel(s2, x.ndim)
+        )
+    else:
+        grad_input = g_xhat * _channel(inv, x.ndim)
+    if not spec.affine:
+        return grad_input, None, None
+    assert xhat is not None
+    return grad_input, (grad_out * xhat).sum(axis=axes), grad_out.sum(axis=axes)
+
+
+def batch_norm_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray | None = None,
+    training: bool = True,
+    running_var: np.ndarray | None = None,
+    eps: float = 1e-5,
+    affine: bool = True,
+    running_mean: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The gradients of batch_norm w.r.t. the input, the weight and the bias (None unless affine).
+
+    In training mode the batch statistics are recomputed from ``x``; in eval mode the running
+    statistics are constants (``running_mean`` is needed only for the weight gradient).
+    """
+    x = float_array(x, "x")
+    spec = _spec_for(x, eps, 0.1, affine)
+    return _backward(spec, grad_out, x, weight, training, running_mean, running_var)
+
+
+# -- running: modules ---------------------------------------------------------------------------
+
+
 class _BatchNormNd(Module):
     ndim = 2
 
@@ -125,6 +311,70 @@ class _BatchNormNd(Module):
         self.spec = BatchNormSpec(
             self.ndim, num_features, eps, momentum, bool(affine), bool(track_running_stats)
         )
+        c = num_features
+        self.weight = self.bias = None
+        if affine:
+            self.weight = self.register("weight", Parameter((c,), constant_init(1.0)))
+            self.bias = self.register("bias", Parameter((c,), constant_init(0.0)))
+        self.running_mean = self.running_var = self.num_batches_tracked = None
+        if track_running_stats:
+            buffer = {"trainable": False}
+            self.running_mean = self.register(
+                "running_mean", Parameter((c,), constant_init(0.0), **buffer)
+            )
+            self.running_var = self.register(
+                "running_var", Parameter((c,), constant_init(1.0), **buffer)
+            )
+            self.num_batches_tracked = self.register(
+                "num_batches_tracked",
+                Parameter((), constant_init(0), dtype=np.int64, trainable=False),
+            )
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Batch statistics in training (updating the running ones); running ones in eval."""
+        x = float_array(x, "x")
+        spec = self.spec
+        momentum = spec.momentum
+        tracked = self.running_mean is not None and self.running_var is not None
+        if self.training and tracked:
+            # check first, so that a failing batch is not counted
+            spec.output_shape(x.shape[1:])
+            _check_batch_size(x, spec)
+            same_dtype(x=x, running_mean=self.running_mean.data)
+            assert self.num_batches_tracked is not None
+            count = self.num_batches_tracked.data
+            count += 1
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(count)
+        # without running statistics eval mode normalises with the batch's too (as PyTorch)
+        self._training = self.training or not tracked
+        self._x = x
+        return _forward(
+            spec,
+            x,
+            self.running_mean.data if self.running_mean is not None else None,
+            self.running_var.data if self.running_var is not None else None,
+            self.weight.data if self.weight is not None else None,
+            self.bias.data if self.bias is not None else None,
+            self._training,
+            momentum,
+        )
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        grad_input, grad_weight, grad_bias = _backward(
+            self.spec,
+            grad_out,
+            self._x,
+            self.weight.data if self.weight is not None else None,
+            self._training,
+            self.running_mean.data if self.running_mean is not None else None,
+            self.running_var.data if self.running_var is not None else None,
+        )
+        if self.weight is not None and grad_weight is not None:
+            self.weight.accumulate(grad_weight)
+        if self.bias is not None and grad_bias is not None:
+            self.bias.accumulate(grad_bias)
+        return grad_input
 
 
 class BatchNorm1d(_BatchNormNd):

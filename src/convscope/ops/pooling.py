@@ -6,16 +6,21 @@ for average); the backward routes (max) or spreads (average) each output's gradi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+
+from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import ConvScopeError, LayerConfigError, ShapeError
 from ..explain import Working, axis_dict, product_symbols, shape_text
 from ..geometry import AdaptiveWindows, Shape, Windows, axis_names, check_input, int_tuple, prod
 from ..module import Module
-from .base import Op
+from .base import Op, describe_args
 
 
 def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
@@ -164,15 +169,20 @@ class PoolSpec(Op):
         return f"{'Max' if self.mode == 'max' else 'Avg'}Pool{self.ndim}d"
 
     def describe(self) -> str:
-        text = (
-            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-            f"ceil_mode={self.ceil_mode}"
-        )
+        common = {
+            "kernel_size": (self.kernel_size, None),
+            "stride": (self.stride, None),
+            "padding": (self.padding, 0),
+        }
         if self.mode == "max":
-            return text + f", dilation={self.dilation}"
-        return (
-            f"{text}, count_include_pad={self.count_include_pad}, "
-            f"divisor_override={self.divisor_override}"
+            return describe_args(
+                **common, dilation=(self.dilation, 1), ceil_mode=(self.ceil_mode, False)
+            )
+        return describe_args(
+            **common,
+            ceil_mode=(self.ceil_mode, False),
+            count_include_pad=(self.count_include_pad, True),
+            divisor_override=(self.divisor_override, None),
         )
 
     def _sizes(self, shape: Shape) -> list[int]:
@@ -346,7 +356,576 @@ class AdaptivePoolSpec(Op):
         )
 
 
-class _MaxPoolNd(Module):
+# -- engine: sliding windows ----------------------------------------------------------------
+# Windows are read as strided slices of the padded input, one slice per kernel offset; the
+# backward adds each offset's share into the same slices of a padded gradient.
+
+
+def _check_x(x: Any, spec: PoolSpec | AdaptivePoolSpec) -> tuple[np.ndarray, Shape]:
+    """``x`` as a float array of rank N, C, *spatial, and the output shape with the batch."""
+    x = float_array(x, "x")
+    expect_rank(x, spec.ndim + 2, "x", f"(N, C, {', '.join(axis_names(spec.ndim))})")
+    return x, (x.shape[0], *spec.output_shape(x.shape[1:]))
+
+
+def _check_grad(
+    grad_out: Any, x: np.ndarray, out_shape: Shape, spec: PoolSpec | AdaptivePoolSpec
+) -> np.ndarray:
+    g = float_array(grad_out, "grad_out")
+    expect_shape(g, out_shape, "grad_out", f"(the {spec.name} output for x {tuple(x.shape)})")
+    same_dtype(x=x, grad_out=g)
+    return g
+
+
+def _pad_widths(spec: PoolSpec, shape: Shape, out: Shape) -> list[tuple[int, int]]:
+    """Left padding p; right padding p, or more so that ceil-mode windows lie inside."""
+    widths = [(0, 0), (0, 0)]
+    for size, o, k, s, p, d in zip(
+        shape[2:], out[2:], spec.kernel_size, spec.stride, spec.padding, spec.dilation
+    ):
+        need = (o - 1) * s + d * (k - 1) + 1
+        widths.append((p, max(p, need - size - p)))
+    return widths
+
+
+def _offsets(spec: PoolSpec, out: Shape) -> list[tuple[slice, ...]]:
+    """For each kernel offset (row-major), the slice of the padded input it reads."""
+    per_axis = [
+        [slice(j * d, j * d + (o - 1) * s + 1, s) for j in range(k)]
+        for o, k, s, d in zip(out[2:], spec.kernel_size, spec.stride, spec.dilation)
+    ]
+    return [
+        (Ellipsis, *(per_axis[a][j] for a, j in enumerate(offset)))
+        for offset in np.ndindex(*spec.kernel_size)
+    ]
+
+
+def _crop(padded: np.ndarray, spec: PoolSpec, shape: Shape) -> np.ndarray:
+    inner = (Ellipsis, *(slice(p, p + n) for p, n in zip(spec.padding, shape[2:])))
+    return np.ascontiguousarray(padded[inner])
+
+
+def _max_forward(spec: PoolSpec, x: np.ndarray, out: Shape) -> tuple[np.ndarray, np.ndarray]:
+    """The maxima and, per output, the row-major index of the first maximal kernel offset."""
+    xp = np.pad(x, _pad_widths(spec, x.shape, out), constant_values=-np.inf)
+    offsets = _offsets(spec, out)
+    best = xp[offsets[0]].copy()
+    index = np.min_scalar_type(len(offsets) - 1).type
+    arg = np.zeros(out, dtype=index)
+    take, step = np.empty(out, dtype=bool), np.empty(out, dtype=index)
+    nan = bool(np.isnan(x).any())
+    for j, window in enumerate(offsets[1:], start=1):
+        v = xp[window]
+        # strictly greater keeps the first maximum; as in PyTorch a NaN always wins
+        np.greater(v, best, out=take)
+        if nan:
+            take |= np.isnan(v)
+        # offsets only grow, so the latest taker is the largest: arg = max(arg, j·take)
+        np.multiply(take.view(np.uint8), index(j), out=step)
+        np.maximum(arg, step, out=arg)
+        np.maximum(best, v, out=best)
+    return best, arg
+
+
+def _max_backward(spec: PoolSpec, x: np.ndarray, arg: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Routes each output's gradient to its window's arg-max."""
+    widths = _pad_widths(spec, x.shape, g.shape)
+    gp = np.zeros(tuple(n + a + b for n, (a, b) in zip(x.shape, widths)), dtype=x.dtype)
+    hit, share = np.empty(g.shape, dtype=bool), np.empty(g.shape, dtype=x.dtype)
+    finite = bool(np.isfinite(g).all())
+    for j, window in enumerate(_offsets(spec, g.shape)):
+        np.equal(arg, j, out=hit)
+        if finite:  # a product with the mask is faster than a select, but spreads inf·0 = NaN
+            np.multiply(g, hit, out=share)
+        else:
+            share = np.where(hit, g, 0)
+        target = gp[window]
+        np.add(target, share, out=target)
+    return _crop(gp, spec, x.shape)
+
+
+def _avg_divisor(spec: PoolSpec, x: np.ndarray, out: Shape) -> np.ndarray | float:
+    """PyTorch's divisor per output: the override, else window positions inside the padded
+    input (count_include_pad) or real elements, as a product over axes."""
+    if spec.divisor_override is not None:
+        return float(spec.divisor_override)
+    divisor = np.ones((1,) * x.ndim, dtype=x.dtype)
+    for a, (size, o, k, s, p) in enumerate(
+        zip(x.shape[2:], out[2:], spec.kernel_size, spec.stride, spec.padding)
+    ):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)
+        if spec.count_include_pad:
+            count = end - start
+        else:
+            count = np.minimum(end, size) - np.maximum(start, 0)
+        shape = [1] * x.ndim
+        shape[a + 2] = o
+        divisor = divisor * count.astype(x.dtype).reshape(shape)
+    return divisor
+
+
+def _avg_forward(spec: PoolSpec, x: np.ndarray, out: Shape) -> np.ndarray:
+    xp = np.pad(x, _pad_widths(spec, x.shape, out))
+    offsets = _offsets(spec, out)
+    total = xp[offsets[0]].copy()
+    for window in offsets[1:]:
+        total += xp[window]
+    return total / np.asarray(_avg_divisor(spec, x, out), dtype=x.dtype)
+
+
+def _avg_backward(spec: PoolSpec, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Spreads each output's gradient, divided by its divisor, over its window."""
+    widths = _pad_widths(spec, x.shape, g.shape)
+    gp = np.zeros(tuple(n + a + b for n, (a, b) in zip(x.shape, widths)), dtype=x.dtype)
+    share = g / np.asarray(_avg_divisor(spec, x, g.shape), dtype=x.dtype)
+    for window in _offsets(spec, g.shape):
+        gp[window] += share
+    return _crop(gp, spec, x.shape)
+
+
+def _pool(spec: PoolSpec, x: Any) -> np.ndarray:
+    x, out = _check_x(x, spec)
+    return _max_forward(spec, x, out)[0] if spec.mode == "max" else _avg_forward(spec, x, out)
+
+
+def _pool_backward(spec: PoolSpec, grad_out: Any, x: Any) -> np.ndarray:
+    x, out = _check_x(x, spec)
+    g = _check_grad(grad_out, x, out, spec)
+    if spec.mode == "max":
+        return _max_backward(spec, x, _max_forward(spec, x, out)[1], g)
+    return _avg_backward(spec, x, g)
+
+
+# -- engine: adaptive windows ---------------------------------------------------------------
+# Along an axis of size L pooled to O, window i spans start_i .. end_i − 1. Both directions are
+# padded gathers: output i reads K = max length entries from start_i (masked past end_i), and
+# input l is read by the R windows ilo_l .. ihi_l (masked past ihi_l), which the backward
+# gathers from, so neither direction needs a scatter with repeated indices.
+
+
+@dataclass(frozen=True)
+class _AdaptiveAxis:
+    length: np.ndarray  # (O,) window lengths
+    index: np.ndarray  # (O, K) input positions each window reads, clipped
+    valid: np.ndarray  # (O, K) which of them lie in the window
+    rindex: np.ndarray  # (L, R) windows that read each input position, clipped
+    rvalid: np.ndarray  # (L, R) which of them do
+
+    @classmethod
+    def build(cls, size: int, count: int) -> _AdaptiveAxis:
+        i = np.arange(count)
+        start = (i * size) // count
+        end = -((-(i + 1) * size) // count)
+        length = end - start
+        k = np.arange(length.max())
+        positions = np.arange(size)
+        first = np.searchsorted(end, positions, side="right")  # first window with end > l
+        last = np.searchsorted(start, positions, side="right") - 1  # last with start <= l
+        r = np.arange((last - first).max() + 1)
+        return cls(
+            length,
+            np.minimum(start[:, None] + k, size - 1),
+            k < length[:, None],
+            np.minimum(first[:, None] + r, count - 1),
+            first[:, None] + r <= last[:, None],
+        )
+
+
+def _adaptive_axes(x: np.ndarray, out: Shape) -> list[_AdaptiveAxis]:
+    return [_AdaptiveAxis.build(size, o) for size, o in zip(x.shape[2:], out[2:])]
+
+
+def _gather_sum(a: np.ndarray, axis: int, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``out[.., i, ..] = Σ_k a[.., index[i, k], ..] · weight[i, k]`` along ``axis``."""
+    moved = np.moveaxis(a, axis, -1)
+    return np.moveaxis((moved[..., index] * weight).sum(axis=-1), -1, axis)
+
+
+def _adaptive_avg_forward(x: np.ndarray, axes: list[_AdaptiveAxis]) -> np.ndarray:
+    # averaging a box is averaging along each axis in turn
+    y = x
+    for a, ax in enumerate(axes):
+        y = _gather_sum(y, a + 2, ax.index, (ax.valid / ax.length[:, None]).astype(x.dtype))
+    return y
+
+
+def _adaptive_avg_backward(g: np.ndarray, axes: list[_AdaptiveAxis]) -> np.ndarray:
+    grad = g
+    for a, ax in enumerate(axes):
+        weight = ax.rvalid / ax.length[ax.rindex]
+        grad = _gather_sum(grad, a + 2, ax.rindex, weight.astype(g.dtype))
+    return grad
+
+
+def _on_axis(values: np.ndarray, a: int, ndim: int, pair: bool) -> np.ndarray:
+    """``values`` (one or two axes) shaped to broadcast at spatial axis ``a`` of ``ndim``,
+    where paired layouts interleave (O_1, K_1, O_2, K_2, ...)."""
+    width = 2 if pair else 1
+    shape = [1] * (width * ndim)
+    shape[width * a : width * a + values.ndim] = values.shape
+    return values.reshape(shape)
+
+
+def _adaptive_max_forward(
+    x: np.ndarray, axes: list[_AdaptiveAxis]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The maxima and, per output, the flat spatial index of the first maximum (row-major)."""
+    n = len(axes)
+    index = tuple(_on_axis(ax.index, a, n, True) for a, ax in enumerate(axes))
+    valid = functools.reduce(
+        np.logical_and, [_on_axis(ax.valid, a, n, True) for a, ax in enumerate(axes)]
+    )
+    windows = np.where(valid, x[(Ellipsis, *index)], -np.inf)  # (N, C, O_1, K_1, ...)
+    order = [0, 1, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2)]
+    windows = windows.transpose(order)
+    out_shape, ks = windows.shape[: 2 + n], windows.shape[2 + n :]
+    windows = windows.reshape(*out_shape, math.prod(ks))
+    k = windows.argmax(axis=-1)  # the first maximum in row-major window order
+    if np.isnan(x).any():  # PyTorch routes to a window's last NaN
+        nan = np.isnan(windows)
+        last = nan.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
+        k = np.where(nan.any(axis=-1), last, k)
+    y = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]
+    flat = np.zeros(out_shape, dtype=np.int64)
+    for a, (ax, ka, size) in enumerate(zip(axes, np.unravel_index(k, ks), x.shape[2:])):
+        start = _on_axis(ax.index[:, 0], a, n, False)
+        flat = flat * size + start + ka
+    return y, flat
+
+
+def _adaptive_max_backward(
+    x: np.ndarray, flat: np.ndarray, g: np.ndarray, axes: list[_AdaptiveAxis]
+) -> np.ndarray:
+    """Each input entry gathers the gradients of the windows that read it and chose it."""
+    n = len(axes)
+    own = np.arange(math.prod(x.shape[2:])).reshape(x.shape[2:])
+    grad = np.zeros(x.shape, dtype=x.dtype)
+    for rs in np.ndindex(*(ax.rindex.shape[1] for ax in axes)):
+        picks = list(enumerate(zip(axes, rs)))
+        select = tuple(_on_axis(ax.rindex[:, r], a, n, False) for a, (ax, r) in picks)
+        valid = functools.reduce(
+            np.logical_and, [_on_axis(ax.rvalid[:, r], a, n, False) for a, (ax, r) in picks]
+        )
+        chose = valid & (flat[(Ellipsis, *select)] == own)
+        grad += np.where(chose, g[(Ellipsis, *select)], 0)
+    return grad
+
+
+def _adaptive(spec: AdaptivePoolSpec, x: Any) -> np.ndarray:
+    x, out = _check_x(x, spec)
+    axes = _adaptive_axes(x, out)
+    if spec.mode == "max":
+        return _adaptive_max_forward(x, axes)[0]
+    return _adaptive_avg_forward(x, axes)
+
+
+def _adaptive_backward(spec: AdaptivePoolSpec, grad_out: Any, x: Any) -> np.ndarray:
+    x, out = _check_x(x, spec)
+    g = _check_grad(grad_out, x, out, spec)
+    axes = _adaptive_axes(x, out)
+    if spec.mode == "max":
+        return _adaptive_max_backward(x, _adaptive_max_forward(x, axes)[1], g, axes)
+    return _adaptive_avg_backward(g, axes)
+
+
+# -- functional forward and backward --------------------------------------------------------
+
+IntOrTuple = int | Sequence[int]
+OutputSize = int | None | Sequence[int | None]
+
+
+def max_pool1d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """1-D max pooling of an (N, C, L) array, as F.max_pool1d."""
+    spec = PoolSpec.create(1, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool(spec, x)
+
+
+def max_pool1d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """The gradient of max_pool1d w.r.t. x; ties go to the first maximum."""
+    spec = PoolSpec.create(1, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_backward(spec, grad_out, x)
+
+
+def max_pool2d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """2-D max pooling of an (N, C, H, W) array, as F.max_pool2d."""
+    spec = PoolSpec.create(2, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool(spec, x)
+
+
+def max_pool2d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """The gradient of max_pool2d w.r.t. x; ties go to the first maximum."""
+    spec = PoolSpec.create(2, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_backward(spec, grad_out, x)
+
+
+def max_pool3d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """3-D max pooling of an (N, C, D, H, W) array, as F.max_pool3d."""
+    spec = PoolSpec.create(3, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool(spec, x)
+
+
+def max_pool3d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """The gradient of max_pool3d w.r.t. x; ties go to the first maximum."""
+    spec = PoolSpec.create(3, "max", kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_backward(spec, grad_out, x)
+
+
+def avg_pool1d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """1-D average pooling of an (N, C, L) array, as F.avg_pool1d."""
+    spec = PoolSpec.create(1, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return _pool(spec, x)
+
+
+def avg_pool1d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """The gradient of avg_pool1d w.r.t. x."""
+    spec = PoolSpec.create(1, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return _pool_backward(spec, grad_out, x)
+
+
+def avg_pool2d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """2-D average pooling of an (N, C, H, W) array, as F.avg_pool2d."""
+    spec = PoolSpec.create(
+        2, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
+    return _pool(spec, x)
+
+
+def avg_pool2d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """The gradient of avg_pool2d w.r.t. x."""
+    spec = PoolSpec.create(
+        2, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
+    return _pool_backward(spec, grad_out, x)
+
+
+def avg_pool3d(
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """3-D average pooling of an (N, C, D, H, W) array, as F.avg_pool3d."""
+    spec = PoolSpec.create(
+        3, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
+    return _pool(spec, x)
+
+
+def avg_pool3d_backward(
+    grad_out: np.ndarray,
+    x: np.ndarray,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """The gradient of avg_pool3d w.r.t. x."""
+    spec = PoolSpec.create(
+        3, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override
+    )
+    return _pool_backward(spec, grad_out, x)
+
+
+def adaptive_avg_pool1d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """1-D adaptive average pooling of an (N, C, L) array, as F.adaptive_avg_pool1d."""
+    return _adaptive(AdaptivePoolSpec.create(1, "avg", output_size), x)
+
+
+def adaptive_avg_pool1d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_avg_pool1d w.r.t. x."""
+    return _adaptive_backward(AdaptivePoolSpec.create(1, "avg", output_size), grad_out, x)
+
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """2-D adaptive average pooling of an (N, C, H, W) array, as F.adaptive_avg_pool2d."""
+    return _adaptive(AdaptivePoolSpec.create(2, "avg", output_size), x)
+
+
+def adaptive_avg_pool2d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_avg_pool2d w.r.t. x."""
+    return _adaptive_backward(AdaptivePoolSpec.create(2, "avg", output_size), grad_out, x)
+
+
+def adaptive_avg_pool3d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """3-D adaptive average pooling of an (N, C, D, H, W) array, as F.adaptive_avg_pool3d."""
+    return _adaptive(AdaptivePoolSpec.create(3, "avg", output_size), x)
+
+
+def adaptive_avg_pool3d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_avg_pool3d w.r.t. x."""
+    return _adaptive_backward(AdaptivePoolSpec.create(3, "avg", output_size), grad_out, x)
+
+
+def adaptive_max_pool1d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """1-D adaptive max pooling of an (N, C, L) array, as F.adaptive_max_pool1d."""
+    return _adaptive(AdaptivePoolSpec.create(1, "max", output_size), x)
+
+
+def adaptive_max_pool1d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_max_pool1d w.r.t. x; ties go to the first maximum."""
+    return _adaptive_backward(AdaptivePoolSpec.create(1, "max", output_size), grad_out, x)
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """2-D adaptive max pooling of an (N, C, H, W) array, as F.adaptive_max_pool2d."""
+    return _adaptive(AdaptivePoolSpec.create(2, "max", output_size), x)
+
+
+def adaptive_max_pool2d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_max_pool2d w.r.t. x; ties go to the first maximum."""
+    return _adaptive_backward(AdaptivePoolSpec.create(2, "max", output_size), grad_out, x)
+
+
+def adaptive_max_pool3d(x: np.ndarray, output_size: OutputSize) -> np.ndarray:
+    """3-D adaptive max pooling of an (N, C, D, H, W) array, as F.adaptive_max_pool3d."""
+    return _adaptive(AdaptivePoolSpec.create(3, "max", output_size), x)
+
+
+def adaptive_max_pool3d_backward(
+    grad_out: np.ndarray, x: np.ndarray, output_size: OutputSize
+) -> np.ndarray:
+    """The gradient of adaptive_max_pool3d w.r.t. x; ties go to the first maximum."""
+    return _adaptive_backward(AdaptivePoolSpec.create(3, "max", output_size), grad_out, x)
+
+
+# -- modules ----------------------------------------------------------------------------------
+
+
+class _PoolModule(Module):
+    """Runs its spec: forward keeps the input (and the arg-max for max pools) for backward."""
+
+    spec: PoolSpec | AdaptivePoolSpec
+    _x: np.ndarray | None = None
+    _saved: Any = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Pools ``x`` (N, C, *spatial) and keeps what backward needs."""
+        spec = self.spec
+        x, out = _check_x(x, spec)
+        if isinstance(spec, AdaptivePoolSpec):
+            axes = _adaptive_axes(x, out)
+            if spec.mode == "max":
+                y, flat = _adaptive_max_forward(x, axes)
+                self._saved = (axes, flat)
+            else:
+                y, self._saved = _adaptive_avg_forward(x, axes), (axes, None)
+        elif spec.mode == "max":
+            y, self._saved = _max_forward(spec, x, out)
+        else:
+            y, self._saved = _avg_forward(spec, x, out), None
+        self._x = x
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The gradient w.r.t. the last forward's input (a pool has no parameters)."""
+        if self._x is None:
+            raise ConvScopeError(f"{type(self).__name__}.backward needs a forward first")
+        spec, x = self.spec, self._x
+        g = _check_grad(grad_out, x, (x.shape[0], *spec.output_shape(x.shape[1:])), spec)
+        if isinstance(spec, AdaptivePoolSpec):
+            axes, flat = self._saved
+            if spec.mode == "max":
+                return _adaptive_max_backward(x, flat, g, axes)
+            return _adaptive_avg_backward(g, axes)
+        if spec.mode == "max":
+            return _max_backward(spec, x, self._saved, g)
+        return _avg_backward(spec, x, g)
+
+
+class _MaxPoolNd(_PoolModule):
     ndim = 2
 
     def __init__(
@@ -380,7 +959,7 @@ class MaxPool3d(_MaxPoolNd):
     ndim = 3
 
 
-class AvgPool1d(Module):
+class AvgPool1d(_PoolModule):
     """1-D average pooling with PyTorch's arguments."""
 
     def __init__(
@@ -396,7 +975,7 @@ class AvgPool1d(Module):
         )
 
 
-class _AvgPoolNd(Module):
+class _AvgPoolNd(_PoolModule):
     ndim = 2
 
     def __init__(
@@ -433,7 +1012,7 @@ class AvgPool3d(_AvgPoolNd):
     ndim = 3
 
 
-class _AdaptiveNd(Module):
+class _AdaptiveNd(_PoolModule):
     ndim = 2
     mode = "avg"
 

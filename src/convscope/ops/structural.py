@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..arrays import expect_shape
 from ..counting import Cost, OpCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
@@ -170,6 +173,22 @@ class ConcatSpec(Op):
         return Cost(OpCount(), OpCount())
 
 
+def flatten(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> np.ndarray:
+    """Merges axes start_dim..end_dim of a batched array (a view where NumPy allows)."""
+    spec = FlattenSpec(start_dim, end_dim)
+    shape = spec.output_shape(x.shape[1:])
+    return x.reshape((x.shape[0], *shape))
+
+
+def flatten_backward(
+    grad_out: np.ndarray, x: np.ndarray, start_dim: int = 1, end_dim: int = -1
+) -> np.ndarray:
+    """The output gradient reshaped back to the input's shape."""
+    expected = (x.shape[0], *FlattenSpec(start_dim, end_dim).output_shape(x.shape[1:]))
+    expect_shape(grad_out, expected, "grad_out", f"for flatten of an input of shape {x.shape}")
+    return grad_out.reshape(x.shape)
+
+
 class Flatten(Module):
     """Merges axes start_dim..end_dim (batch = axis 0), as torch.nn.Flatten."""
 
@@ -178,16 +197,9 @@ class Flatten(Module):
             raise LayerConfigError(f"Flatten dims must be ints, got {start_dim!r}, {end_dim!r}")
         self.spec = FlattenSpec(start_dim, end_dim)
 
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._shape = x.shape
+        return flatten(x, self.spec.start_dim, self.spec.end_dim)
 
-class Add(Module):
-    """Elementwise sum of several inputs of one shape."""
-
-    def __init__(self) -> None:
-        self.spec = AddSpec()
-
-
-class Concat(Module):
-    """Concatenation of several inputs along ``dim`` (batch = 0)."""
-
-    def __init__(self, dim: int = 1) -> None:
-        self.spec = ConcatSpec(dim)
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out.reshape(self._shape)

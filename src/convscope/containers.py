@@ -1,0 +1,194 @@
+"""Containers: Sequential, Residual (a branch plus a shortcut, added) and Concat (parallel
+branches joined along an axis). They run their children and add up their arithmetic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .counting import Cost, OpCount, ParamCount
+from .errors import ConvScopeError
+from .geometry import Shape
+from .module import Module
+from .ops.structural import AddSpec, ConcatSpec
+
+
+def add_costs(costs: Sequence[Cost]) -> Cost:
+    """The sum of several costs; a gradient is present if any part has it."""
+
+    def total(parts: list[OpCount | None]) -> OpCount | None:
+        given = [p for p in parts if p is not None]
+        return sum(given[1:], given[0]) if given else None
+
+    return Cost(
+        total([c.forward for c in costs]) or OpCount(),
+        total([c.backward_input for c in costs]) or OpCount(),
+        total([c.backward_weight for c in costs]),
+        total([c.backward_bias for c in costs]),
+    )
+
+
+def _fork_cost(shape: Shape, batch: int, branches: int) -> Cost:
+    """An input read by several branches receives the sum of their gradients."""
+    return Cost(OpCount(), AddSpec().cost([shape] * branches, batch).forward)
+
+
+class Container(Module):
+    """Shared behaviour: children in order, and parameters summed over them."""
+
+    def _members(self) -> list[tuple[str, Module]]:
+        raise NotImplementedError
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        return iter(self._members())
+
+    def params(self) -> ParamCount:
+        counts = [m.params() for _, m in self._members()]
+        return ParamCount(
+            sum(c.weights for c in counts),
+            sum(c.biases for c in counts),
+            sum(c.buffers for c in counts),
+        )
+
+    def explain(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        raise ConvScopeError(f"{type(self).__name__} has no single derivation; explain its layers")
+
+    def analyze(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        raise ConvScopeError(f"{type(self).__name__}: analyze its layers one by one")
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({name}): {m!r}".replace("\n", "\n  ") for name, m in self._members())
+        return f"{type(self).__name__}(\n{inner}\n)"
+
+
+class Sequential(Container):
+    """Layers applied one after another."""
+
+    def __init__(self, *layers: Module) -> None:
+        self.layers = list(layers)
+
+    def _members(self) -> list[tuple[str, Module]]:
+        return [(str(i), m) for i, m in enumerate(self.layers)]
+
+    def __getitem__(self, index: int) -> Module:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def shapes(self, input_shape: Sequence[int]) -> list[Shape]:
+        """Each layer's input shape, and the final output shape last."""
+        shapes = [tuple(input_shape)]
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+        return shapes
+
+    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
+        shapes = self.shapes(input_shape)
+        return sum(layer.macs(s, batch) for layer, s in zip(self.layers, shapes))
+
+    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
+        shapes = self.shapes(input_shape)
+        return add_costs([layer.cost(s, batch, count) for layer, s in zip(self.layers, shapes)])
+
+
+class Residual(Container):
+    """``branch(x) + shortcut(x)``; without a shortcut, ``branch(x) + x``."""
+
+    def __init__(self, branch: Module, shortcut: Module | None = None) -> None:
+        self.branch = branch
+        self.shortcut = shortcut
+
+    def _members(self) -> list[tuple[str, Module]]:
+        members = [("branch", self.branch)]
+        return members + ([("shortcut", self.shortcut)] if self.shortcut is not None else [])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        main = self.branch(x)
+        return main + (self.shortcut(x) if self.shortcut is not None else x)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        grad = self.branch.backward(grad_out)
+        return grad + (self.shortcut.backward(grad_out) if self.shortcut is not None else grad_out)
+
+    def _shapes(self, input_shape: Sequence[int]) -> tuple[Shape, Shape]:
+        main = self.branch.output_shape(input_shape)
+        side = self.shortcut.output_shape(input_shape) if self.shortcut else tuple(input_shape)
+        return main, side
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return AddSpec().output_shape(list(self._shapes(input_shape)))
+
+    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
+        side = self.shortcut.macs(input_shape, batch) if self.shortcut else 0
+        return self.branch.macs(input_shape, batch) + side
+
+    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
+        main, side = self._shapes(input_shape)
+        parts = [
+            self.branch.cost(input_shape, batch, count),
+            AddSpec().cost([main, side], batch, count),
+            _fork_cost(tuple(input_shape), batch, 2),
+        ]
+        if self.shortcut is not None:
+            parts.append(self.shortcut.cost(input_shape, batch, count))
+        return add_costs(parts)
+
+
+class Concat(Container):
+    """Parallel branches on one input, joined along ``dim`` (PyTorch numbering, batch = 0)."""
+
+    def __init__(self, *branches: Module, dim: int = 1) -> None:
+        if len(branches) < 1:
+            raise ConvScopeError("Concat needs at least one branch")
+        self.branches = list(branches)
+        self.spec = ConcatSpec(dim)
+
+    def _members(self) -> list[tuple[str, Module]]:
+        return [(str(i), m) for i, m in enumerate(self.branches)]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        outputs = [branch(x) for branch in self.branches]
+        self._sizes = [out.shape[self.spec.dim] for out in outputs]
+        return np.concatenate(outputs, axis=self.spec.dim)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        cuts = np.cumsum(self._sizes)[:-1]
+        parts = np.split(grad_out, cuts, axis=self.spec.dim)
+        grads = [branch.backward(part) for branch, part in zip(self.branches, parts)]
+        return sum(grads[1:], grads[0])
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shapes = [b.output_shape(input_shape) for b in self.branches]
+        if len(shapes) == 1:
+            return shapes[0]
+        return self.spec.output_shape(shapes)
+
+    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
+        return sum(b.macs(input_shape, batch) for b in self.branches)
+
+    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
+        parts = [b.cost(input_shape, batch, count) for b in self.branches]
+        if len(parts) > 1:
+            parts.append(_fork_cost(tuple(input_shape), batch, len(parts)))
+        return add_costs(parts)
