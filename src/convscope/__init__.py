@@ -1,10 +1,12 @@
 """convscope: exact, explained arithmetic for convolutional neural network layers."""
 
-from . import nn
+from . import functional, nn
 from .counting import Cost, OpCount, ParamCount
 from .errors import ConvScopeError, LayerConfigError, ShapeError
 from .explain import Explanation
 from .ops.base import Analysis, Op
+from .ops.conv import conv2d, conv2d_backward  # the seed's F and G
+from .random import manual_seed
 
 __version__ = "0.1.0"
 
@@ -18,5 +20,9 @@ __all__ = [
     "OpCount",
     "ParamCount",
     "ShapeError",
+    "conv2d",
+    "conv2d_backward",
+    "functional",
+    "manual_seed",
     "nn",
 ]

@@ -29,7 +29,7 @@ from ..geometry import (
     reached_sources,
 )
 from ..module import Module, Parameter, uniform_init
-from .base import Op
+from .base import Op, describe_args
 
 if TYPE_CHECKING:
     from .conv_transpose import ConvTransposeSpec as ConvTransposeLike
@@ -128,10 +128,16 @@ class ConvSpec(Op):
 
     def describe(self) -> str:
         pads = tuple(p[0] if p[0] == p[1] else p for p in self.padding)
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={pads}, dilation={self.dilation}, "
-            f"groups={self.groups}, bias={self.bias}, padding_mode={self.padding_mode!r}"
+        return describe_args(
+            self.in_channels,
+            self.out_channels,
+            kernel_size=(self.kernel_size, None),
+            stride=(self.stride, None),
+            padding=(pads, 0),
+            dilation=(self.dilation, 1),
+            groups=(self.groups, 1),
+            bias=(self.bias, True),
+            padding_mode=(self.padding_mode, "zeros"),
         )
 
     @property

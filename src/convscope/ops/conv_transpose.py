@@ -18,7 +18,7 @@ from ..errors import ConvScopeError, LayerConfigError, ShapeError
 from ..explain import Working, axis_dict, product_symbols, shape_text
 from ..geometry import PadPairs, Shape, Windows, axis_names, check_input, int_tuple, prod
 from ..module import Module, Parameter, uniform_init
-from .base import Op
+from .base import Op, describe_args
 from .conv import _conv_core, _pad, _pad_backward, check_arrays, check_channels
 
 
@@ -82,10 +82,16 @@ class ConvTransposeSpec(Op):
         )
 
     def describe(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, output_padding={self.output_padding}, "
-            f"groups={self.groups}, bias={self.bias}, dilation={self.dilation}"
+        return describe_args(
+            self.in_channels,
+            self.out_channels,
+            kernel_size=(self.kernel_size, None),
+            stride=(self.stride, None),
+            padding=(self.padding, 0),
+            output_padding=(self.output_padding, 0),
+            groups=(self.groups, 1),
+            bias=(self.bias, True),
+            dilation=(self.dilation, 1),
         )
 
     @property
