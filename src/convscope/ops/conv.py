@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -422,6 +424,9 @@ class ConvSpec(Op):
 
 #: Most bytes one column buffer may take; the batch is processed in chunks to stay under it.
 CONV_MEMORY_BUDGET = 256 * 2**20
+#: Preferred column-buffer size: chunks that stay near cache size gather and multiply faster
+#: than one huge buffer (measured in benchmarks/conv2d_vs_torch.py). At least one image.
+CONV_CHUNK_BYTES = 6 * 2**20
 
 
 def _tap_slices(
@@ -441,9 +446,30 @@ def _tap_slices(
 
 
 def _chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """Batch ranges whose column buffers each fit CONV_MEMORY_BUDGET (at least one image)."""
-    step = max(1, min(n, CONV_MEMORY_BUDGET // max(1, bytes_per_image)))
+    """Batch ranges whose column buffers each fit CONV_MEMORY_BUDGET and CONV_CHUNK_BYTES
+    (at least one image)."""
+    limit = min(CONV_MEMORY_BUDGET, CONV_CHUNK_BYTES)
+    step = max(1, min(n, limit // max(1, bytes_per_image)))
     return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+_THREADS = max(1, min(4, os.cpu_count() or 1))
+_POOL = ThreadPoolExecutor(_THREADS) if _THREADS > 1 else None
+_PARALLEL_BYTES = 1 << 20  # below this a copy is not worth a thread hand-off
+
+
+def _split_channels(work: Callable[[slice], None], channels: int, nbytes: int) -> None:
+    """Runs ``work`` on disjoint channel ranges in parallel: NumPy releases the GIL while it
+    copies, and the ranges write disjoint memory, so the gathers and the strided
+    accumulations use every core instead of one."""
+    parts = min(_THREADS, channels) if _POOL is not None and nbytes >= _PARALLEL_BYTES else 1
+    if parts == 1:
+        work(slice(None))
+        return
+    bounds = [channels * i // parts for i in range(parts + 1)]
+    futures = [_POOL.submit(work, slice(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
+    for future in futures:
+        future.result()
 
 
 def _grouped_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -481,7 +507,6 @@ def _conv_core(
     co_g, c = c_out // groups, c_g * groups
     w = weight.reshape(groups, co_g, c_g * k)
     taps = _tap_slices(kernel, stride, dilation, out)
-    all_ = (slice(None),) * 3
     y = np.empty((n, c_out, *out), dtype=dtype) if want_y else None
     gw = np.zeros((groups, co_g, c_g * k), dtype=dtype) if want_gw else None
     gxp = np.zeros((n, c, *padded), dtype=dtype) if padded is not None else None
@@ -498,8 +523,12 @@ def _conv_core(
             assert xp is not None
             # Channel-first view of the chunk, split into groups: (G, C/g, nb, *spatial).
             src = xp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *xp.shape[2:])
-            for t, sl in taps:
-                cols[(slice(None), slice(None), *t)] = src[(*all_, *sl)]
+
+            def gather(ch: slice, src: np.ndarray = src, cols: np.ndarray = cols) -> None:
+                for t, sl in taps:
+                    cols[(slice(None), ch, *t)] = src[(slice(None), ch, slice(None), *sl)]
+
+            _split_channels(gather, c_g, cols.nbytes)
             if y is not None:
                 y_t = _grouped_matmul(w, cols2).reshape(c_out, nb, *out)
                 y.swapaxes(0, 1)[:, n0:n1] = y_t
@@ -509,8 +538,12 @@ def _conv_core(
         if gxp is not None:
             _grouped_matmul(w.transpose(0, 2, 1), dy_t, out=cols2)
             dst = gxp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *padded)
-            for t, sl in taps:
-                dst[(*all_, *sl)] += cols[(slice(None), slice(None), *t)]
+
+            def scatter(ch: slice, dst: np.ndarray = dst, cols: np.ndarray = cols) -> None:
+                for t, sl in taps:
+                    dst[(slice(None), ch, slice(None), *sl)] += cols[(slice(None), ch, *t)]
+
+            _split_channels(scatter, c_g, cols.nbytes)
     return y, None if gw is None else gw.reshape(weight.shape), gxp
 
 
