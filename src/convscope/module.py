@@ -3,6 +3,7 @@ analysis faces, which read a layer's configuration from its ``spec``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,6 +103,16 @@ class Module:
         """Adds a parameter or buffer under ``name`` (PyTorch's name for it)."""
         self._own()[name] = param
         return param
+
+    def __getattr__(self, name: str) -> Any:
+        # Registered parameters read as attributes (``layer.weight``); as in PyTorch, a layer
+        # without a bias has ``bias`` None.
+        params = self.__dict__.get("_params", {})
+        if name in params:
+            return params[name]
+        if name in ("weight", "bias"):
+            return None
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def children(self) -> Iterator[tuple[str, Module]]:
         """Direct sub-modules with their names; a layer has none."""
@@ -229,3 +240,39 @@ class Module:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec.describe()})"
+
+
+class WeightedModule(Module):
+    """A layer with a ``weight`` and an optional ``bias``, initialised as PyTorch does
+    (U(±1/√fan_in)). Subclasses hand the arrays to their family's forward and backward."""
+
+    def _register_weights(self, shape: Sequence[int], fan_in: int, bias: int | None) -> None:
+        init = uniform_init(1.0 / math.sqrt(fan_in))
+        self.register("weight", Parameter(shape, init))
+        if bias is not None:
+            self.register("bias", Parameter((bias,), init))
+
+    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _backward(
+        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's output; keeps ``x`` for backward."""
+        y = self._forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._x = x
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds the weight and bias gradients into their ``grad``."""
+        x = self.__dict__.get("_x")
+        if x is None:
+            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
+        gx, gw, gb = self._backward(grad_out, x, self.weight.data, self.bias is not None)
+        self.weight.accumulate(gw)
+        if gb is not None:
+            self.bias.accumulate(gb)
+        return gx

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import ConvScopeError, LayerConfigError, ShapeError
+from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, axis_dict, product_symbols, shape_text
 from ..geometry import (
     PadPairs,
@@ -30,7 +30,7 @@ from ..geometry import (
     prod,
     reached_sources,
 )
-from ..module import Module, Parameter, uniform_init
+from ..module import WeightedModule
 from .base import Op, describe_args
 
 if TYPE_CHECKING:
@@ -824,7 +824,7 @@ def conv3d_backward(
     return _conv_bwd(3, grad_out, x, weight, stride, padding, dilation, groups, padding_mode, bias)
 
 
-class _ConvNd(Module):
+class _ConvNd(WeightedModule):
     ndim = 2
 
     def __init__(
@@ -852,35 +852,18 @@ class _ConvNd(Module):
             padding_mode,
         )
         fan_in = self.spec.weight_shape[1] * prod(self.spec.kernel_size)
-        init = uniform_init(1.0 / fan_in**0.5)
-        self.register("weight", Parameter(self.spec.weight_shape, init))
-        if self.spec.bias:
-            self.register("bias", Parameter((self.spec.out_channels,), init))
+        self._register_weights(self.spec.weight_shape, fan_in, out_channels if bias else None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The convolution of ``x``; keeps ``x`` for backward."""
+    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         x = float_array(x, "x")
-        params = self._own()
-        weight = params["weight"].data
-        bias = params["bias"].data if self.spec.bias else None
         check_arrays(self.spec, x, weight, bias, None)
-        self._x = x
         return _conv_forward(self.spec, x, weight, bias)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """The input gradient; adds the weight and bias gradients into their ``grad``."""
-        x = self.__dict__.get("_x")
-        if x is None:
-            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
-        params = self._own()
-        weight = params["weight"].data
+    def _backward(self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                  has_bias: bool) -> Grads:  # fmt: skip
         grad_out = float_array(grad_out, "grad_out")
         check_arrays(self.spec, x, weight, None, grad_out)
-        gx, gw, gb = _conv_backward(self.spec, grad_out, x, weight, self.spec.bias)
-        params["weight"].accumulate(gw)
-        if gb is not None:
-            params["bias"].accumulate(gb)
-        return gx
+        return _conv_backward(self.spec, grad_out, x, weight, has_bias)
 
 
 class Conv1d(_ConvNd):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from ..counting import Cost, OpCount, ParamCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, prod
-from ..module import Module, Parameter, uniform_init
+from ..module import WeightedModule
 from .base import Op
 
 
@@ -169,24 +168,18 @@ def linear_backward(
 # -- running: module ----------------------------------------------------------------------------
 
 
-class Linear(Module):
+class Linear(WeightedModule):
     """``y = x · Wᵀ + b`` with PyTorch's arguments."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         self.spec = LinearSpec(in_features, out_features, bool(bias))
-        init = uniform_init(1 / math.sqrt(in_features))
-        self.weight = self.register("weight", Parameter((out_features, in_features), init))
-        self.bias = self.register("bias", Parameter((out_features,), init)) if bias else None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return linear(x, self.weight.data, self.bias.data if self.bias is not None else None)
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        grad_input, grad_weight, grad_bias = linear_backward(
-            grad_out, self._x, self.weight.data, self.bias is not None
+        self._register_weights(
+            (out_features, in_features), in_features, out_features if bias else None
         )
-        self.weight.accumulate(grad_weight)
-        if self.bias is not None and grad_bias is not None:
-            self.bias.accumulate(grad_bias)
-        return grad_input
+
+    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        return linear(x, weight, bias)
+
+    def _backward(self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
+                  has_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        return linear_backward(grad_out, x, weight, has_bias)
