@@ -7,6 +7,7 @@ from .explain import Explanation
 from .ops.base import Analysis, Op
 from .ops.conv import conv2d, conv2d_backward  # the seed's F and G
 from .random import manual_seed
+from .summary import Report, summary
 
 __version__ = "0.1.0"
 
@@ -19,10 +20,12 @@ __all__ = [
     "Op",
     "OpCount",
     "ParamCount",
+    "Report",
     "ShapeError",
     "conv2d",
     "conv2d_backward",
     "functional",
     "manual_seed",
     "nn",
+    "summary",
 ]

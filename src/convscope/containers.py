@@ -3,7 +3,7 @@ branches joined along an axis). They run their children and add up their arithme
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from .counting import Cost, OpCount, ParamCount
 from .errors import ConvScopeError
 from .geometry import Shape
 from .module import Module
+from .ops.base import Op
 from .ops.structural import AddSpec, ConcatSpec
 
 
@@ -63,13 +64,19 @@ class Container(Module):
 
 
 class Sequential(Container):
-    """Layers applied one after another."""
+    """Layers applied one after another. Named like PyTorch's: ``Sequential(a, b)`` names
+    them "0", "1"; ``Sequential({"conv1": a, "bn1": b})`` uses the given names."""
 
-    def __init__(self, *layers: Module) -> None:
-        self.layers = list(layers)
+    def __init__(self, *layers: Module | Mapping[str, Module]) -> None:
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            self.names = list(layers[0].keys())
+            self.layers = list(layers[0].values())
+        else:
+            self.layers = list(layers)  # type: ignore[arg-type]
+            self.names = [str(i) for i in range(len(self.layers))]
 
     def _members(self) -> list[tuple[str, Module]]:
-        return [(str(i), m) for i, m in enumerate(self.layers)]
+        return list(zip(self.names, self.layers))
 
     def __getitem__(self, index: int) -> Module:
         return self.layers[index]
@@ -192,3 +199,66 @@ class Concat(Container):
         if len(parts) > 1:
             parts.append(_fork_cost(tuple(input_shape), batch, len(parts)))
         return add_costs(parts)
+
+
+class Node(Module):
+    """One step of a Graph: an operation (its spec) applied to the outputs of earlier steps."""
+
+    def __init__(self, spec: Op, inputs: Sequence[str], kind: str | None = None) -> None:
+        self.spec = spec
+        self.inputs = list(inputs)
+        self.kind = kind or getattr(spec, "name", type(spec).__name__)
+
+    def input_shape(self, shapes: dict[str, Shape]) -> Shape | list[Shape]:
+        """This step's input shape (a list of shapes for several inputs)."""
+        given = [shapes[name] for name in self.inputs]
+        return given[0] if len(given) == 1 else given
+
+
+class Graph(Container):
+    """A network as a directed acyclic graph of steps, in execution order: what the PyTorch
+    adapter and spec files produce. It answers the analysis questions; it does not run.
+
+    ``unsupported`` lists operations that were found but cannot be counted.
+    """
+
+    def __init__(
+        self,
+        nodes: Mapping[str, Node],
+        output: str,
+        input_name: str = "input",
+        unsupported: Sequence[str] = (),
+    ) -> None:
+        self.nodes = dict(nodes)
+        self.output, self.input_name = output, input_name
+        self.unsupported = list(unsupported)
+        known = {input_name}
+        for name, node in self.nodes.items():
+            missing = [i for i in node.inputs if i not in known]
+            if missing:
+                raise ConvScopeError(f"graph step {name!r} reads {missing}, defined later or never")
+            known.add(name)
+        if output not in known:
+            raise ConvScopeError(f"graph output {output!r} is not a step")
+
+    def _members(self) -> list[tuple[str, Module]]:
+        return list(self.nodes.items())
+
+    def shapes(self, input_shape: Sequence[int]) -> dict[str, Shape]:
+        """Every step's output shape."""
+        shapes: dict[str, Shape] = {self.input_name: tuple(input_shape)}
+        for name, node in self.nodes.items():
+            shapes[name] = node.spec.output_shape(node.input_shape(shapes))
+        return shapes
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return self.shapes(input_shape)[self.output]
+
+    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
+        shapes = self.shapes(input_shape)
+        return sum(n.spec.macs(n.input_shape(shapes), batch) for n in self.nodes.values())
+
+    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
+        shapes = self.shapes(input_shape)
+        costs = [n.spec.cost(n.input_shape(shapes), batch, count) for n in self.nodes.values()]
+        return add_costs(costs)

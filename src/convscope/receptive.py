@@ -1,0 +1,84 @@
+"""Receptive fields (Araujo, Norris & Sim, "Computing receptive fields of convolutional neural
+networks", Distill 2019): size r, effective stride j and effective padding p per axis, in
+input pixels. Output position o sees input positions ``o·j − p … o·j − p + r − 1``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from .geometry import Shape
+
+
+@dataclass(frozen=True)
+class Field:
+    """A receptive field per spatial axis; ``global_`` when an output sees the whole input."""
+
+    size: tuple[Fraction, ...]
+    stride: tuple[Fraction, ...]
+    padding: tuple[Fraction, ...]
+    global_: bool = False
+    misaligned: bool = False
+    undefined: bool = False  # e.g. adaptive windows of varying size
+
+    @classmethod
+    def identity(cls, ndim: int) -> Field:
+        one, zero = (Fraction(1),) * ndim, (Fraction(0),) * ndim
+        return cls(one, one, zero)
+
+    @property
+    def centre(self) -> tuple[Fraction, ...]:
+        """Centre of output 0's field, in input coordinates."""
+        return tuple((r - 1) / 2 - p for r, p in zip(self.size, self.padding))
+
+    def window(self, kernel: Shape, stride: Shape, dilation: Shape, pad_before: Shape) -> Field:
+        """After a sliding window (conv or pool)."""
+        if self.global_ or self.undefined:
+            return self
+        size = tuple(r + d * (k - 1) * j for r, k, d, j in
+                     zip(self.size, kernel, dilation, self.stride))  # fmt: skip
+        padding = tuple(p + pb * j for p, pb, j in zip(self.padding, pad_before, self.stride))
+        jump = tuple(j * s for j, s in zip(self.stride, stride))
+        return replace(self, size=size, stride=jump, padding=padding)
+
+    def transposed(self, kernel: Shape, stride: Shape, dilation: Shape, pad: Shape) -> Field:
+        """After a transposed convolution: output o reads inputs (o + p − t·d)/s."""
+        if self.global_ or self.undefined:
+            return self
+        jump = tuple(j / s for j, s in zip(self.stride, stride))
+        size = tuple(r + Fraction(d * (k - 1)) * jn for r, k, d, jn in
+                     zip(self.size, kernel, dilation, jump))  # fmt: skip
+        padding = tuple(p + (d * (k - 1) - pb) * jn for p, k, d, pb, jn in
+                        zip(self.padding, kernel, dilation, pad, jump))  # fmt: skip
+        return replace(self, size=size, stride=jump, padding=padding)
+
+    def as_global(self) -> Field:
+        return replace(self, global_=True)
+
+    def merge(self, other: Field) -> Field:
+        """Two paths added or concatenated: the larger field; flagged when the paths' strides
+        or centres differ (their outputs then do not look at the same place)."""
+        if self.global_ or other.global_:
+            return replace(self, global_=True, misaligned=self.misaligned or other.misaligned)
+        if self.undefined or other.undefined:
+            return replace(self, undefined=True)
+        aligned = self.stride == other.stride and self.centre == other.centre
+        size = tuple(max(a, b) for a, b in zip(self.size, other.size))
+        wider = self if self.size >= other.size else other
+        return replace(
+            wider, size=size, misaligned=self.misaligned or other.misaligned or not aligned
+        )
+
+    def text(self) -> tuple[str, str, str]:
+        """(size, stride, padding) for a table, one value when the axes agree."""
+        if self.global_:
+            return ("global", "-", "-")
+        if self.undefined:
+            return ("varies", "-", "-")
+
+        def show(values: tuple[Fraction, ...]) -> str:
+            parts = [str(v) for v in values]
+            return parts[0] if len(set(parts)) == 1 else "×".join(parts)
+
+        mark = " (misaligned)" if self.misaligned else ""
+        return show(self.size) + mark, show(self.stride), show(self.padding)

@@ -1,0 +1,476 @@
+"""Whole-network analysis: every layer's shape, parameters, MACs, exact costs, activation
+memory and receptive field, and the totals, computed symbolically from the layers' specs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from .containers import Concat, Container, Graph, Residual, Sequential, add_costs
+from .counting import COUNT_MODES, Cost, OpCount
+from .errors import ConvScopeError
+from .geometry import Shape, check_batch
+from .module import Module
+from .ops.conv import ConvSpec
+from .ops.conv_transpose import ConvTransposeSpec
+from .ops.linear import LinearSpec
+from .ops.pooling import AdaptivePoolSpec, PoolSpec
+from .ops.structural import AddSpec, ConcatSpec
+from .receptive import Field
+
+
+@dataclass
+class LayerRow:
+    """One layer (or a container's total) of a summary."""
+
+    name: str
+    kind: str
+    depth: int
+    output_shape: Shape
+    params: int
+    buffers: int
+    macs: int
+    cost: Cost
+    activation_bytes: int
+    field: Field | None
+    container: bool = False
+
+    @property
+    def backward_weight(self) -> OpCount:
+        """Weight and bias gradients together."""
+        parts = [p for p in (self.cost.backward_weight, self.cost.backward_bias) if p is not None]
+        return sum(parts[1:], parts[0]) if parts else OpCount()
+
+    def to_dict(self, batch: int | None) -> dict[str, Any]:
+        shape = [batch, *self.output_shape] if batch is not None else list(self.output_shape)
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.kind,
+            "depth": self.depth,
+            "container": self.container,
+            "output_shape": shape,
+            "params": self.params,
+            "macs": self.macs,
+            "forward": self.cost.forward.to_dict(),
+            "backward_input": self.cost.backward_input.to_dict(),
+            "backward_weight": self.backward_weight.to_dict(),
+            "activation_bytes": self.activation_bytes,
+        }
+        if self.field is not None:
+            out["receptive_field"] = _field_dict(self.field)
+        return out
+
+
+def _number(value: Fraction) -> int | float:
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def _field_dict(f: Field) -> dict[str, Any]:
+    return {
+        "size": [_number(v) for v in f.size],
+        "stride": [_number(v) for v in f.stride],
+        "padding": [_number(v) for v in f.padding],
+        "global": f.global_,
+        "misaligned": f.misaligned,
+        "varies": f.undefined,
+    }
+
+
+@dataclass
+class Report:
+    """A whole network's analysis: ``layers`` (containers included, with their totals) and the
+    network's totals."""
+
+    model: str
+    input_shape: Shape
+    batch: int
+    count: str
+    layers: list[LayerRow] = field(default_factory=list)
+    itemsize: int = 4
+    unsupported: list[str] = field(default_factory=list)
+
+    def _leaves(self) -> list[LayerRow]:
+        return [row for row in self.layers if not row.container]
+
+    @property
+    def total_params(self) -> int:
+        return sum(row.params for row in self._leaves())
+
+    @property
+    def trainable_params(self) -> int:
+        """Weights and biases; running statistics are buffers, not parameters."""
+        return self.total_params
+
+    @property
+    def total_buffers(self) -> int:
+        return sum(row.buffers for row in self._leaves())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(row.macs for row in self._leaves())
+
+    @property
+    def cost(self) -> Cost:
+        return add_costs([row.cost for row in self._leaves()])
+
+    @property
+    def forward(self) -> OpCount:
+        return self.cost.forward
+
+    @property
+    def backward(self) -> OpCount:
+        """Input, weight and bias gradients of every layer together."""
+        return self.cost.backward
+
+    @property
+    def training_step(self) -> OpCount:
+        """Forward plus backward for one batch (the optimizer's update excluded)."""
+        return self.forward + self.backward
+
+    @property
+    def param_bytes(self) -> int:
+        return (self.total_params + self.total_buffers) * self.itemsize
+
+    @property
+    def activation_bytes(self) -> int:
+        return sum(row.activation_bytes for row in self._leaves())
+
+    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
+        batch = self.batch
+        return {
+            "model": self.model,
+            "input_shape": [batch, *self.input_shape],
+            "batch": batch,
+            "count": self.count,
+            "layers": [r.to_dict(batch) for r in self.layers if _shown(r, depth)],
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "buffers": self.total_buffers,
+            "total_macs": self.total_macs,
+            "forward": self.forward.to_dict(),
+            "backward": self.backward.to_dict(),
+            "backward_input": self.cost.backward_input.to_dict(),
+            "training_step": self.training_step.to_dict(),
+            "param_bytes": self.param_bytes,
+            "activation_bytes": self.activation_bytes,
+            "unsupported": self.unsupported,
+        }
+
+    def json(self, depth: int | None = None) -> str:
+        return json.dumps(self.to_dict(depth))
+
+    def _grid(self, depth: int | None) -> list[list[str]]:
+        head = [
+            "layer",
+            "type",
+            "output",
+            "params",
+            "MACs",
+            "fwd mults",
+            "fwd adds",
+            "bwd mults",
+            "bwd adds",
+            "act bytes",
+            "RF",
+            "RF stride",
+            "RF pad",
+        ]
+        rows = [head]
+        for r in self.layers:
+            if not _shown(r, depth):
+                continue
+            back = r.cost.backward_input + r.backward_weight
+            rf = r.field.text() if r.field is not None else ("-", "-", "-")
+            rows.append(
+                [
+                    "  " * r.depth + r.name,
+                    r.kind,
+                    "×".join(map(str, r.output_shape)),
+                    f"{r.params:,}",
+                    f"{r.macs:,}",
+                    f"{r.cost.forward.mults:,}",
+                    f"{r.cost.forward.adds:,}",
+                    f"{back.mults:,}",
+                    f"{back.adds:,}",
+                    f"{r.activation_bytes:,}",
+                    *rf,
+                ]
+            )
+        return rows
+
+    def _totals(self) -> list[tuple[str, str]]:
+        f, b, t = self.forward, self.backward, self.training_step
+        return [
+            ("input", f"{self.batch}×" + "×".join(map(str, self.input_shape))),
+            ("total params", f"{self.total_params:,}"),
+            ("trainable params", f"{self.trainable_params:,}"),
+            ("buffers", f"{self.total_buffers:,}"),
+            ("total MACs", f"{self.total_macs:,}"),
+            ("forward", f"{f.mults:,} mults, {f.adds:,} adds" + _extra(f)),
+            ("backward", f"{b.mults:,} mults, {b.adds:,} adds" + _extra(b)),
+            ("training step", f"{t.total:,} operations ({self.count} count)"),
+            ("parameter memory", f"{self.param_bytes:,} bytes"),
+            ("activation memory", f"{self.activation_bytes:,} bytes"),
+        ] + ([("NOT COUNTED", ", ".join(self.unsupported))] if self.unsupported else [])
+
+    def table(self, depth: int | None = None) -> str:
+        """A plain-text table, nested modules indented by depth, then the totals."""
+        grid = self._grid(depth)
+        widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+            for row in grid
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        width = max(len(k) for k, _ in self._totals())
+        lines += [""] + [f"{k.ljust(width)}  {v}" for k, v in self._totals()]
+        return "\n".join(lines) + "\n"
+
+    def markdown(self, depth: int | None = None) -> str:
+        grid = self._grid(depth)
+        lines = ["| " + " | ".join(grid[0]) + " |", "|" + "---|" * len(grid[0])]
+        for row in grid[1:]:
+            row = [row[0].strip() if i == 0 else c for i, c in enumerate(row)]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "| total | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in self._totals()]
+        return "\n".join(lines) + "\n"
+
+    def csv(self, depth: int | None = None) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        for i, row in enumerate(self._grid(depth)):
+            writer.writerow([c.strip().replace(",", "") if i else c for c in row])
+        return out.getvalue()
+
+
+def _extra(count: OpCount) -> str:
+    parts = [f"{getattr(count, k):,} {k}" for k in ("compares", "divides", "specials")]
+    parts = [p for p, k in zip(parts, ("compares", "divides", "specials")) if getattr(count, k)]
+    return (", " + ", ".join(parts)) if parts else ""
+
+
+def _shown(row: LayerRow, depth: int | None) -> bool:
+    return depth is None or row.depth <= depth
+
+
+class _Walker:
+    """Walks a module tree in execution order, recording a row per layer and per container."""
+
+    def __init__(self, batch: int, count: str, itemsize: int) -> None:
+        self.batch, self.count, self.itemsize = batch, count, itemsize
+        self.rows: list[LayerRow] = []
+        self.unsupported: list[str] = []
+
+    def leaf(
+        self, name: str, kind: str, depth: int, spec: Any, shape: Any, f: Field | None
+    ) -> tuple[Shape, Field | None]:
+        out = spec.output_shape(shape)
+        params = spec.params()
+        row = LayerRow(
+            name,
+            kind,
+            depth,
+            out,
+            params.params,
+            params.buffers,
+            spec.macs(shape, self.batch),
+            spec.cost(shape, self.batch, self.count),
+            self.batch * int(np.prod(out)) * self.itemsize,
+            None,
+        )
+        row.field = _next_field(spec, shape, out, f)
+        self.rows.append(row)
+        return out, row.field
+
+    def walk(
+        self, module: Module, name: str, depth: int, shape: Shape, f: Field | None
+    ) -> tuple[Shape, Field | None]:
+        if not isinstance(module, Container):
+            return self.leaf(name, type(module).__name__, depth, module.spec, shape, f)
+        start = len(self.rows)
+        self.rows.append(None)  # type: ignore[arg-type]  # the container's row, filled below
+        prefix = f"{name}." if name else ""
+        if isinstance(module, Sequential):
+            for child_name, child in module.children():
+                shape, f = self.walk(child, prefix + child_name, depth + 1, shape, f)
+            out, out_field = shape, f
+        elif isinstance(module, Residual):
+            main, main_field = self.walk(module.branch, prefix + "branch", depth + 1, shape, f)
+            side, side_field = shape, f
+            if module.shortcut is not None:
+                side, side_field = self.walk(
+                    module.shortcut, prefix + "shortcut", depth + 1, shape, f
+                )
+            out, out_field = self.join(
+                prefix + "add",
+                "Add",
+                depth + 1,
+                AddSpec(),
+                [main, side],
+                [main_field, side_field],
+                shape,
+                2,
+            )
+        elif isinstance(module, Concat):
+            shapes, fields = [], []
+            for child_name, child in module.children():
+                s, cf = self.walk(child, prefix + child_name, depth + 1, shape, f)
+                shapes.append(s)
+                fields.append(cf)
+            if len(shapes) == 1:
+                out, out_field = shapes[0], fields[0]
+            else:
+                out, out_field = self.join(
+                    prefix + "concat",
+                    "Concat",
+                    depth + 1,
+                    ConcatSpec(module.spec.dim),
+                    shapes,
+                    fields,
+                    shape,
+                    len(shapes),
+                )
+        elif isinstance(module, Graph):
+            out, out_field = self.graph(module, prefix, depth + 1, shape, f)
+        else:
+            raise ConvScopeError(f"summary cannot walk a {type(module).__name__}")
+        inner = [r for r in self.rows[start + 1 :] if not r.container]
+        self.rows[start] = LayerRow(
+            name or type(module).__name__,
+            type(module).__name__,
+            depth,
+            out,
+            sum(r.params for r in inner),
+            sum(r.buffers for r in inner),
+            sum(r.macs for r in inner),
+            add_costs([r.cost for r in inner]) if inner else Cost(OpCount(), OpCount()),
+            sum(r.activation_bytes for r in inner),
+            out_field,
+            container=True,
+        )
+        return out, out_field
+
+    def graph(
+        self, graph: Graph, prefix: str, depth: int, shape: Shape, f: Field | None
+    ) -> tuple[Shape, Field | None]:
+        """A graph's steps in order; a step with several inputs merges their fields."""
+        shapes: dict[str, Any] = {graph.input_name: shape}
+        fields: dict[str, Field | None] = {graph.input_name: f}
+        rows: dict[str, LayerRow] = {}
+        for name, node in graph.nodes.items():
+            given = node.input_shape(shapes)
+            in_fields = [fields[i] for i in node.inputs]
+            start = in_fields[0]
+            for other in in_fields[1:]:
+                start = start.merge(other) if start is not None and other is not None else None
+            out, _ = self.leaf(prefix + name, node.kind, depth, node.spec, given, None)
+            row = self.rows[-1]
+            row.field = start if len(node.inputs) > 1 else _next_field(node.spec, given, out, start)
+            shapes[name], fields[name] = out, row.field
+            rows[name] = row
+        # an output read by k later steps receives the sum of k gradients: k − 1 additions
+        readers = Counter(i for node in graph.nodes.values() for i in node.inputs)
+        for name, k in readers.items():
+            if k > 1 and name in rows:
+                fork = AddSpec().cost([shapes[name]] * k, self.batch).forward
+                row = rows[name]
+                row.cost = replace(row.cost, backward_input=row.cost.backward_input + fork)
+        self.unsupported += graph.unsupported
+        return shapes[graph.output], fields[graph.output]
+
+    def join(
+        self,
+        name: str,
+        kind: str,
+        depth: int,
+        spec: Any,
+        shapes: list[Shape],
+        fields: list[Field | None],
+        input_shape: Shape,
+        branches: int,
+    ) -> tuple[Shape, Field | None]:
+        """An Add or Concat of several paths; the input fork's gradient sum is counted here."""
+        out, _ = self.leaf(name, kind, depth, spec, shapes, None)
+        fork = AddSpec().cost([input_shape] * branches, self.batch).forward
+        row = self.rows[-1]
+        row.cost = Cost(row.cost.forward, row.cost.backward_input + fork)
+        merged = None
+        if all(fl is not None for fl in fields):
+            merged = fields[0]
+            for other in fields[1:]:
+                merged = merged.merge(other)  # type: ignore[union-attr]
+        row.field = merged
+        return out, merged
+
+
+def _next_field(spec: Any, shape: Any, out: Shape, f: Field | None) -> Field | None:
+    """The receptive field after one layer."""
+    if f is None:
+        return None
+    if isinstance(spec, ConvSpec):
+        return f.window(
+            spec.kernel_size, spec.stride, spec.dilation, tuple(p[0] for p in spec.padding)
+        )
+    if isinstance(spec, PoolSpec):
+        return f.window(spec.kernel_size, spec.stride, spec.dilation, spec.padding)
+    if isinstance(spec, ConvTransposeSpec):
+        return f.transposed(spec.kernel_size, spec.stride, spec.dilation, spec.padding)
+    if isinstance(spec, AdaptivePoolSpec):
+        sizes, outs = shape[1:], out[1:]
+        if all(o == 1 for o in outs):
+            return f.as_global()
+        if all(s % o == 0 for s, o in zip(sizes, outs)):
+            k = tuple(s // o for s, o in zip(sizes, outs))
+            return f.window(k, k, (1,) * len(k), (0,) * len(k))
+        return Field(f.size, f.stride, f.padding, undefined=True)
+    if isinstance(spec, LinearSpec):
+        return f.as_global()
+    return f
+
+
+def _resolve(model: Any) -> tuple[Module, str]:
+    if isinstance(model, str):
+        from . import zoo
+
+        return zoo.get(model), model
+    if isinstance(model, Module):
+        return model, type(model).__name__
+    if type(model).__module__.split(".")[0] == "torch":
+        from .adapters.torch import from_torch
+
+        return from_torch(model), type(model).__name__
+    raise ConvScopeError(
+        f"summary takes a convscope module, a zoo name or a torch.nn.Module, got "
+        f"{type(model).__name__}"
+    )
+
+
+def summary(
+    model: Any,
+    input_shape: Sequence[int],
+    batch: int = 1,
+    count: str = "exact",
+    dtype: str = "float32",
+) -> Report:
+    """Analyses a network for an input shape (channel-first, without the batch), symbolically:
+    no weights are allocated and nothing is computed on tensors."""
+    module, label = _resolve(model)
+    if count not in COUNT_MODES:
+        raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")
+    shape = tuple(input_shape)
+    itemsize = np.dtype(dtype).itemsize
+    walker = _Walker(check_batch(batch), count, itemsize)
+    spatial = len(shape) - 1
+    walker.walk(module, "", 0, shape, Field.identity(spatial) if spatial >= 1 else None)
+    return Report(label, shape, batch, count, walker.rows, itemsize, walker.unsupported)
