@@ -81,6 +81,13 @@ class Sequential(Container):
     def __getitem__(self, index: int) -> Module:
         return self.layers[index]
 
+    def __getattr__(self, name: str) -> object:
+        # named children read as attributes, as in PyTorch (model.conv1)
+        names = self.__dict__.get("names", [])
+        if name in names:
+            return self.layers[names.index(name)]
+        return super().__getattr__(name)
+
     def __len__(self) -> int:
         return len(self.layers)
 
