@@ -12,7 +12,7 @@ from .errors import ConvScopeError
 from .geometry import Shape
 from .module import Module
 from .ops.base import Op
-from .ops.structural import AddSpec, ConcatSpec
+from .ops.structural import AddSpec, ConcatSpec, SliceSpec
 
 
 def add_costs(costs: Sequence[Cost]) -> Cost:
@@ -265,7 +265,29 @@ class Graph(Container):
         shapes = self.shapes(input_shape)
         return sum(n.spec.macs(n.input_shape(shapes), batch) for n in self.nodes.values())
 
+    def fork_costs(self, shapes: Mapping[str, Shape], batch: int) -> dict[str, OpCount]:
+        """The gradient sums of outputs read by several steps, keyed by the step that pays:
+        the producer, or for the graph's input its first reader. Slices of one output write
+        disjoint parts of its gradient, so together they count as one reader."""
+        readers: dict[str, list[Node]] = {}
+        for node in self.nodes.values():
+            for name in node.inputs:
+                readers.setdefault(name, []).append(node)
+        forks = {}
+        for name, nodes in readers.items():
+            k = sum(not isinstance(n.spec, SliceSpec) for n in nodes)
+            k += any(isinstance(n.spec, SliceSpec) for n in nodes)
+            if k > 1:
+                payer = (
+                    name
+                    if name in self.nodes
+                    else next(step for step, n in self.nodes.items() if name in n.inputs)
+                )
+                forks[payer] = _fork_cost(shapes[name], batch, k).backward_input
+        return forks
+
     def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
         shapes = self.shapes(input_shape)
         costs = [n.spec.cost(n.input_shape(shapes), batch, count) for n in self.nodes.values()]
-        return add_costs(costs)
+        forks = [Cost(OpCount(), fork) for fork in self.fork_costs(shapes, batch).values()]
+        return add_costs(costs + forks)

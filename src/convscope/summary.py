@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -23,7 +22,7 @@ from .ops.conv import ConvSpec
 from .ops.conv_transpose import ConvTransposeSpec
 from .ops.linear import LinearSpec
 from .ops.pooling import AdaptivePoolSpec, PoolSpec
-from .ops.structural import AddSpec, ConcatSpec
+from .ops.structural import AddSpec, ConcatSpec, MeanSpec
 from .receptive import Field
 
 
@@ -380,12 +379,9 @@ class _Walker:
             shapes[name], fields[name] = out, row.field
             rows[name] = row
         # an output read by k later steps receives the sum of k gradients: k − 1 additions
-        readers = Counter(i for node in graph.nodes.values() for i in node.inputs)
-        for name, k in readers.items():
-            if k > 1 and name in rows:
-                fork = AddSpec().cost([shapes[name]] * k, self.batch).forward
-                row = rows[name]
-                row.cost = replace(row.cost, backward_input=row.cost.backward_input + fork)
+        for name, fork in graph.fork_costs(shapes, self.batch).items():
+            row = rows[name]
+            row.cost = replace(row.cost, backward_input=row.cost.backward_input + fork)
         self.unsupported += graph.unsupported
         return shapes[graph.output], fields[graph.output]
 
@@ -436,20 +432,23 @@ def _next_field(spec: Any, shape: Any, out: Shape, f: Field | None) -> Field | N
         return Field(f.size, f.stride, f.padding, undefined=True)
     if isinstance(spec, LinearSpec):
         return f.as_global()
+    if isinstance(spec, MeanSpec) and any(axis >= 1 for axis in spec._axes(shape)):
+        return f.as_global()  # a mean over spatial axes sees the whole input
     return f
 
 
-def _resolve(model: Any) -> tuple[Module, str]:
+def _resolve(model: Any, input_shape: Sequence[int]) -> tuple[Module, str]:
     if isinstance(model, str):
         from . import zoo
 
         return zoo.get(model), model
     if isinstance(model, Module):
         return model, type(model).__name__
-    if type(model).__module__.split(".")[0] == "torch":
+    # a torch.nn.Module, user-defined ones included, recognised without importing torch
+    if any(c.__module__.startswith("torch.nn.") for c in type(model).__mro__):
         from .adapters.torch import from_torch
 
-        return from_torch(model), type(model).__name__
+        return from_torch(model, tuple(input_shape)), type(model).__name__
     raise ConvScopeError(
         f"summary takes a convscope module, a zoo name or a torch.nn.Module, got "
         f"{type(model).__name__}"
@@ -465,7 +464,7 @@ def summary(
 ) -> Report:
     """Analyses a network for an input shape (channel-first, without the batch), symbolically:
     no weights are allocated and nothing is computed on tensors."""
-    module, label = _resolve(model)
+    module, label = _resolve(model, input_shape)
     if count not in COUNT_MODES:
         raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")
     shape = tuple(input_shape)

@@ -42,6 +42,16 @@ ACTIVATIONS: dict[str, tuple[OpCount, OpCount, str]] = {
         OpCount(mults=7, adds=2, specials=2),
         "0.5·x·(1 + erf(x/√2))",
     ),
+    "Hardsigmoid": (
+        OpCount(adds=1, compares=2, divides=1),
+        OpCount(compares=2, divides=1),
+        "min(max(x + 3, 0), 6) / 6",
+    ),
+    "Hardswish": (
+        OpCount(mults=1, adds=1, compares=2, divides=1),
+        OpCount(mults=2, adds=1, compares=2, divides=1),
+        "x · min(max(x + 3, 0), 6) / 6",
+    ),
     "Dropout": (OpCount(mults=1), OpCount(mults=1), "x · mask, mask ∈ {0, 1/(1 − p)}"),
 }
 

@@ -1,4 +1,5 @@
-"""Batch normalisation (1-D, 2-D, 3-D), counted in training mode per docs/counting.md."""
+"""Batch normalisation (1-D, 2-D, 3-D), counted in training mode, and layer normalisation
+(analysis only), per docs/counting.md."""
 
 from __future__ import annotations
 
@@ -111,6 +112,90 @@ class BatchNormSpec(Op):
                 adds=w.let("adds", "C · (m − 1)", c * (m - 1), v),
             )
             bias = OpCount(adds=w.let("adds", "C · (m − 1)", c * (m - 1), v))
+        return Cost(forward, backward_input, weight, bias)
+
+
+@dataclass(frozen=True)
+class LayerNormSpec(Op):
+    """Layer normalisation over the last axes (``normalized_shape``) of each row."""
+
+    normalized_shape: Shape
+    eps: float = 1e-5
+    elementwise_affine: bool = True
+    bias: bool = True
+
+    name = "LayerNorm"
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.normalized_shape)
+        if not shape or not all(isinstance(v, int) and v >= 1 for v in shape):
+            raise LayerConfigError(
+                f"normalized_shape must be sizes >= 1, got {self.normalized_shape!r}"
+            )
+
+    def describe(self) -> str:
+        return (
+            f"{tuple(self.normalized_shape)}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias}"
+        )
+
+    def _check_input(self, input_shape: Sequence[int]) -> Shape:
+        shape = tuple(input_shape)
+        k = len(self.normalized_shape)
+        if not all(isinstance(v, int) and v >= 1 for v in shape) or shape[-k:] != tuple(
+            self.normalized_shape
+        ):
+            raise ShapeError(
+                f"LayerNorm expects the last axes to be {tuple(self.normalized_shape)}, got an "
+                f"input of shape {shape_text(shape) if shape else '()'}"
+            )
+        return shape
+
+    def _shape(self, input_shape: Shape, w: Working) -> Shape:
+        w.section("Output shape")
+        w.note(f"Unchanged: {shape_text(input_shape)}")
+        return input_shape
+
+    def _params(self, w: Working) -> ParamCount:
+        w.section("Parameters")
+        m = prod(self.normalized_shape)
+        affine = self.elementwise_affine
+        weights = w.let("weights", "m", m, {"m": m}, why="γ") if affine else 0
+        biases = w.let("biases", "m", m, {"m": m}, why="β") if affine and self.bias else 0
+        return ParamCount(weights, biases)
+
+    def _cost(
+        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        m = prod(self.normalized_shape)
+        lead = prod(input_shape[: len(input_shape) - len(self.normalized_shape)])
+        w.section("Forward pass, per row of m values")
+        rows = w.let("R", "N · L", batch * lead, {"N": batch, "L": lead}, why="L: rows per image")
+        a, b = int(self.elementwise_affine), int(self.elementwise_affine and self.bias)
+        v = {"R": rows, "m": m, "a": a, "b": b}
+        w.note("mean, centre, variance, 1/√(var + eps), normalise, then γ·x̂ (a = 1) + β (b = 1).")
+        forward = OpCount(
+            mults=w.let("mults", "R · (2·m + a·m)", rows * (2 * m + a * m), v),
+            adds=w.let("adds", "R · (3·m − 1 + b·m)", rows * (3 * m - 1 + b * m), v),
+            divides=w.let("divides", "3·R", 3 * rows, v),
+            specials=w.let("specials", "R", rows, v, why="one square root per row"),
+        )
+        w.section("Backward pass: the gradient w.r.t. the input")
+        w.note("g_x = (inv / m)·(m·g_x̂ − Σ g_x̂ − x̂·Σ g_x̂·x̂), with g_x̂ = ε·γ when affine.")
+        backward_input = OpCount(
+            mults=w.let("mults", "R · (4·m + a·m)", rows * (4 * m + a * m), v),
+            adds=w.let("adds", "R · (4·m − 2)", rows * (4 * m - 2), v),
+            divides=w.let("divides", "R", rows, v),
+        )
+        weight = bias = None
+        if a:
+            w.section("Backward pass: the gradients w.r.t. γ and β, summed over the rows")
+            weight = OpCount(
+                mults=w.let("mults", "R · m", rows * m, v),
+                adds=w.let("adds", "m · (R − 1)", m * (rows - 1), v),
+            )
+        if b:
+            bias = OpCount(adds=w.let("adds", "m · (R − 1)", m * (rows - 1), v))
         return Cost(forward, backward_input, weight, bias)
 
 

@@ -1,0 +1,195 @@
+"""Networks described as data (JSON or YAML): a list of layers and blocks, built into
+``convscope.nn`` modules. Loading never executes code: JSON is parsed by ``json``, YAML by
+PyYAML's ``safe_load`` (plain data only), and layer names are looked up in a fixed table."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import nn
+from .containers import Concat, Residual, Sequential
+from .errors import ConvScopeError
+from .geometry import Shape
+from .module import Module
+
+# spec name -> (module class, the argument the running shape supplies, from which axis)
+_LAYERS: dict[str, tuple[type[Module], str | None, int]] = {
+    **{f"conv{d}d": (getattr(nn, f"Conv{d}d"), "in_channels", 0) for d in (1, 2, 3)},
+    **{
+        f"convtranspose{d}d": (getattr(nn, f"ConvTranspose{d}d"), "in_channels", 0)
+        for d in (1, 2, 3)
+    },
+    **{f"batchnorm{d}d": (getattr(nn, f"BatchNorm{d}d"), "num_features", 0) for d in (1, 2, 3)},
+    **{
+        f"{kind.lower()}{d}d": (getattr(nn, f"{kind}{d}d"), None, 0)
+        for kind in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
+        for d in (1, 2, 3)
+    },
+    "linear": (nn.Linear, "in_features", -1),
+    **{
+        name.lower(): (getattr(nn, name), None, 0)
+        for name in ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "GELU", "Dropout")
+    },
+    "flatten": (nn.Flatten, None, 0),
+}
+_BLOCKS = {
+    "residual": ("branch", "shortcut"),
+    "concat": ("branches", "dim"),
+    "sequential": ("layers",),
+}
+_TOP = ("input", "layers", "name")
+
+
+def load_spec(source: str | Path | dict[str, Any]) -> Sequential:
+    """A network from a spec file's path, its text (JSON or YAML) or the parsed object.
+
+    The result is a ``Sequential`` of real modules (it runs); its ``input_shape`` attribute
+    holds the spec's ``input``."""
+    data = _parse(source) if not isinstance(source, dict) else source
+    if not isinstance(data, dict):
+        raise ConvScopeError(
+            f"a spec is an object with 'input' and 'layers', got {type(data).__name__}"
+        )
+    unknown = sorted(set(data) - set(_TOP))
+    if unknown:
+        raise ConvScopeError(f"spec: unknown key {unknown[0]!r}; known: {', '.join(_TOP)}")
+    for key in ("input", "layers"):
+        if key not in data:
+            raise ConvScopeError(f"spec: {key!r} is missing")
+    shape = _shape(data["input"])
+    model, _ = _sequence(data["layers"], shape, "layers")
+    model.input_shape = shape  # type: ignore[attr-defined]
+    return model
+
+
+def _parse(source: str | Path) -> Any:
+    """JSON or YAML text, or a file of either (by its suffix)."""
+    text, yaml_file = str(source), False
+    is_path = isinstance(source, Path) or (
+        "\n" not in text and text.endswith((".json", ".yaml", ".yml"))
+    )
+    if is_path:
+        path = Path(source)
+        if not path.is_file():
+            raise ConvScopeError(f"no such spec file: {path}")
+        text, yaml_file = path.read_text(encoding="utf-8"), path.suffix in (".yaml", ".yml")
+    if not yaml_file and text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConvScopeError(f"spec is not valid JSON: {error}") from error
+    try:
+        import yaml
+    except ImportError as error:
+        raise ConvScopeError(
+            "YAML specs need PyYAML (pip install 'convscope[yaml]'); JSON needs nothing"
+        ) from error
+    try:
+        return yaml.safe_load(text)  # plain data only: python/object tags are refused
+    except yaml.YAMLError as error:
+        raise ConvScopeError(f"spec is not valid YAML (or uses a tag): {error}") from error
+
+
+def _shape(value: Any) -> Shape:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        raise ConvScopeError(
+            "spec: 'input' is the input shape, channel-first without the batch "
+            f"(e.g. [3, 32, 32]), got {value!r}"
+        )
+    return tuple(value)
+
+
+def _sequence(items: Any, shape: Shape, where: str) -> tuple[Sequential, Shape]:
+    """A list of layers and blocks, built in order from the running shape."""
+    if not isinstance(items, list) or not items:
+        raise ConvScopeError(f"{where}: expected a non-empty list of layers, got {items!r}")
+    layers = []
+    for i, item in enumerate(items):
+        layer, shape = _item(item, shape, f"{where}[{i}]")
+        layers.append(layer)
+    return Sequential(*layers), shape
+
+
+def _item(item: Any, shape: Shape, where: str) -> tuple[Module, Shape]:
+    """One layer: ``"relu"`` or ``{"conv2d": {...arguments}}``, or a block."""
+    if isinstance(item, str):
+        name, args = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        name, args = next(iter(item.items()))
+        args = {} if args is None else args
+    else:
+        raise ConvScopeError(
+            f"{where}: a layer is a name or an object with one key (the layer), got {item!r}"
+        )
+    key = str(name).lower()
+    where = f"{where} ({name})"
+    if not isinstance(args, dict):
+        raise ConvScopeError(f"{where}: arguments must be an object, got {args!r}")
+    if key in _BLOCKS:
+        return _block(key, args, shape, where)
+    if key not in _LAYERS:
+        known = ", ".join([*_LAYERS, *_BLOCKS])
+        raise ConvScopeError(f"{where}: unknown layer {name!r}; known: {known}")
+    cls, inferred, axis = _LAYERS[key]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for arg in args:
+        if arg not in allowed:
+            raise ConvScopeError(f"{where}: unknown key {arg!r}; known: {', '.join(allowed)}")
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+    if inferred is not None:
+        given = shape[axis]
+        if inferred in args and args[inferred] != given:
+            raise ConvScopeError(
+                f"{where}: {inferred}={args[inferred]} but the input of shape {shape} has {given}"
+            )
+        args[inferred] = given
+    try:
+        layer = cls(**args)
+        return layer, layer.output_shape(shape)
+    except (ConvScopeError, TypeError) as error:
+        raise ConvScopeError(f"{where}: {error}") from error
+
+
+def _block(key: str, args: dict[str, Any], shape: Shape, where: str) -> tuple[Module, Shape]:
+    unknown = sorted(set(args) - set(_BLOCKS[key]))
+    if unknown:
+        known = ", ".join(_BLOCKS[key])
+        raise ConvScopeError(f"{where}: unknown key {unknown[0]!r}; known: {known}")
+    try:
+        if key == "sequential":
+            return _sequence(args.get("layers"), shape, f"{where}.layers")
+        if key == "residual":
+            branch, _ = _sequence(args.get("branch"), shape, f"{where}.branch")
+            shortcut = None
+            if args.get("shortcut") is not None:
+                shortcut, _ = _sequence(args["shortcut"], shape, f"{where}.shortcut")
+            block: Module = Residual(branch, shortcut)
+        else:
+            branches = args.get("branches")
+            if not isinstance(branches, list) or not branches:
+                raise ConvScopeError(f"{where}.branches: expected a list of layer lists")
+            dim = args.get("dim", 1)
+            if not isinstance(dim, int) or isinstance(dim, bool):
+                raise ConvScopeError(f"{where}: dim must be an int, got {dim!r}")
+            parts = [
+                _sequence(b, shape, f"{where}.branches[{i}]")[0] for i, b in enumerate(branches)
+            ]
+            block = Concat(*parts, dim=dim)
+        return block, block.output_shape(shape)
+    except ConvScopeError as error:
+        if str(error).startswith(where):
+            raise
+        raise ConvScopeError(f"{where}: {error}") from error
+
+
+def layer_names() -> Sequence[str]:
+    """The layer and block names a spec may use."""
+    return [*_LAYERS, *_BLOCKS]
