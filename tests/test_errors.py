@@ -85,6 +85,7 @@ CLI_CASES = [
         "1",
     ],  # fmt: skip
     ["linear", "--input", "0", "--out-features", "3"],
+    ["pool", "--input", "3x8", "--kind", "avg", "--kernel", "2", "--divisor-override", "3"],
 ]
 
 

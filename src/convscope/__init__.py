@@ -1,6 +1,7 @@
 """convscope: exact, explained arithmetic for convolutional neural network layers."""
 
 from . import functional, nn
+from .compose import NotComposableError, compose
 from .counting import Cost, OpCount, ParamCount
 from .errors import ConvScopeError, LayerConfigError, ShapeError
 from .explain import Explanation
@@ -17,11 +18,13 @@ __all__ = [
     "Cost",
     "Explanation",
     "LayerConfigError",
+    "NotComposableError",
     "Op",
     "OpCount",
     "ParamCount",
     "Report",
     "ShapeError",
+    "compose",
     "conv2d",
     "conv2d_backward",
     "functional",

@@ -15,6 +15,7 @@ from . import report
 from .errors import ConvScopeError
 from .module import Module
 from .ops import conv, conv_transpose, linear, pooling
+from .summary import summary
 
 EXIT_USAGE = 2
 
@@ -118,6 +119,11 @@ def build_pool(args: argparse.Namespace, shape: tuple[int, ...]) -> Module:
             raise UsageError(f"--kind {args.kind} needs --kernel")
         if args.kind == "avg" and args.dilation != "1":
             raise UsageError("average pooling has no dilation (PyTorch's AvgPool takes none)")
+        if args.divisor_override is not None and (args.kind != "avg" or ndim == 1):
+            raise UsageError(
+                "--divisor-override applies to 2-D and 3-D average pooling only "
+                "(PyTorch's AvgPool1d and MaxPool take none)"
+            )
         spec = pooling.PoolSpec.create(
             ndim,
             args.kind,
@@ -131,7 +137,47 @@ def build_pool(args: argparse.Namespace, shape: tuple[int, ...]) -> Module:
         )
     module = Module()
     module.spec = spec
+    if not args.analyze:
+        given = [f"--{n.replace('_', '-')}" for n in ANALYZE_ONLY if getattr(args, n) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} need --analyze")
     return module
+
+
+ANALYZE_ONLY = ("next_conv", "seed", "trials", "shifts")
+
+
+def run_pool_analysis(
+    args: argparse.Namespace, layer: Module, shape: tuple[int, ...], write: Callable[[str], Any]
+) -> None:
+    """``pool --analyze``: what the pool keeps and loses, and why it is still used."""
+    from .pool_analysis import analyze_pool
+
+    options = {
+        n: getattr(args, n) for n in ("seed", "trials", "shifts") if getattr(args, n) is not None
+    }
+    result = analyze_pool(
+        layer,
+        shape,
+        following_conv=args.next_conv,
+        batch=1 if args.batch is None else args.batch,
+        count=args.count,
+        explain=args.explain,
+        **options,
+    )
+    if args.json:
+        data = result.to_dict()
+        if result.explanation is not None:
+            data["explanation"] = result.explanation.text()
+        write(json.dumps(data) + "\n")
+    elif args.markdown:
+        write("```text\n" + result.table() + "```\n")
+        if result.explanation is not None:
+            write("\n" + result.explanation.markdown())
+    else:
+        write(result.table())
+        if result.explanation is not None:
+            write("\n" + result.explanation.text())
 
 
 def build_linear(args: argparse.Namespace, shape: tuple[int, ...]) -> Module:
@@ -204,6 +250,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-count-include-pad", action="store_true", help="average pooling only")
     p.add_argument("--divisor-override", type=int)
     p.add_argument("--output-size", help="adaptive pools: e.g. 1x1")
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="what the pool keeps and loses (rank, zero gradients, an identical-output pair) and "
+        "what it buys (memory, the next conv's cost, translation robustness)",
+    )
+    p.add_argument(
+        "--next-conv",
+        help="with --analyze: the conv that follows, as 'c=64 k=3 s=1 p=1 d=1 g=1 bias=1' "
+        "(c and k required; k, s, p, d per axis as 3,5)",
+    )
+    p.add_argument("--seed", type=int, help="with --analyze: seeds the random inputs (default 0)")
+    p.add_argument("--trials", type=int, help="with --analyze: random inputs (default 8)")
+    p.add_argument("--shifts", type=int, help="with --analyze: largest shift in pixels (default 4)")
     p.set_defaults(build=build_pool)
 
     p = sub.add_parser("train", help="train a LeNet-style CNN (default: the built-in digits)")
@@ -227,14 +287,42 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_predict)
 
+    p = sub.add_parser("summary", help="a whole network's shapes, costs and receptive fields")
+    p.add_argument(
+        "model",
+        help="a zoo name (e.g. resnet50), torchvision:NAME, path/to/file.py:attr, or a spec "
+        "file (.json, .yaml)",
+    )
+    p.add_argument("--input", help="input shape C×H×W (default: the zoo model's own)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--count", choices=("exact", "dense"), default="exact")
+    p.add_argument("--depth", type=int, help="show nested modules down to this depth")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    p.set_defaults(handler=run_summary)
+
     p = sub.add_parser("linear", help="a fully connected layer")
     _common(p, "input shape (..., in_features), e.g. 512")
     p.add_argument("--out-features", type=int, required=True)
     p.add_argument("--no-bias", action="store_true")
     p.set_defaults(build=build_linear)
     for name, action in sub.choices.items():
-        if name not in ("train", "predict"):
+        if name not in ("train", "predict", "summary"):
             action.set_defaults(handler=run)
+
+    p = sub.add_parser("compose", help="stacked linear layers as one convolution (docs/compose.md)")
+    p.add_argument("layers", nargs="+", help='layers in order, e.g. "conv k=5" "conv k=5 s=2 c=16"')
+    p.add_argument("--input", help="input shape C×H×W (or C×L, C×D×H×W): counts, border positions")
+    p.add_argument("--layout", choices=("chw", "hwc"), default="chw")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--count", choices=("exact", "dense"), default="exact")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON object")
+    fmt.add_argument("--markdown", action="store_true", help="print Markdown (LaTeX formulas)")
+    p.add_argument("--explain", action="store_true", help="add the worked derivation")
+    p.set_defaults(handler=run_compose)
     return parser
 
 
@@ -260,6 +348,31 @@ def run_train(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
         )
 
 
+def run_summary(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
+    from .models import load_model
+
+    model = load_model(args.model)
+    if args.input is not None:
+        shape = parse_shape(args.input)
+    elif isinstance(model, str):
+        from . import zoo
+
+        shape = zoo.default_input(model)
+    elif getattr(model, "input_shape", None) is not None:
+        shape = tuple(model.input_shape)  # a spec file names its input
+    else:
+        raise UsageError(f"{args.model}: give the input shape with --input, e.g. 3x224x224")
+    report = summary(model, shape, args.batch, args.count)
+    if args.json:
+        write(report.json(args.depth) + "\n")
+    elif args.markdown:
+        write(report.markdown(args.depth))
+    elif args.csv:
+        write(report.csv(args.depth))
+    else:
+        write(report.table(args.depth))
+
+
 def run_predict(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
     from .train import predict
 
@@ -273,6 +386,9 @@ def run_predict(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
 def run(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
     shape = parse_shape(args.input, args.layout)
     layer = args.build(args, shape)
+    if getattr(args, "analyze", False):
+        run_pool_analysis(args, layer, shape, write)
+        return
     batch_given = args.batch is not None
     analysis = layer.analyze(shape, args.batch if batch_given else 1, args.count, args.explain)
     if args.json:
@@ -288,6 +404,14 @@ def run(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
         write(report.table(analysis, batch_given))
         if analysis.explanation is not None:
             write("\n" + analysis.explanation.text())
+
+
+def run_compose(args: argparse.Namespace, write: Callable[[str], Any]) -> None:
+    from .compose import render
+
+    shape = parse_shape(args.input, args.layout) if args.input else None
+    fmt = "json" if args.json else "markdown" if args.markdown else "text"
+    write(render(args.layers, shape, args.batch, args.count, args.explain, fmt))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
