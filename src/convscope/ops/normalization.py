@@ -17,6 +17,29 @@ from ..module import Module, Parameter, constant_init
 from .base import Op
 
 
+def normalize_cost(
+    w: Working, symbol: str, groups: int, m: int, a: int, b: int, group: str
+) -> tuple[OpCount, OpCount]:
+    """Forward and input-gradient counts of normalising ``groups`` groups of m values each:
+    mean, centre, variance, 1/√(var + eps), normalise, then ·γ (a = 1) and + β (b = 1)."""
+    v = {symbol: groups, "m": m, "a": a, "b": b}
+    w.note("mean, centre, variance, 1/√(var + eps), normalise, then γ·x̂ (a = 1) + β (b = 1).")
+    forward = OpCount(
+        mults=w.let("mults", f"{symbol} · (2·m + a·m)", groups * (2 * m + a * m), v),
+        adds=w.let("adds", f"{symbol} · (3·m − 1 + b·m)", groups * (3 * m - 1 + b * m), v),
+        divides=w.let("divides", f"3·{symbol}", 3 * groups, v),
+        specials=w.let("specials", symbol, groups, v, why=f"one square root per {group}"),
+    )
+    w.section("Backward pass: the gradient w.r.t. the input")
+    w.note("g_x = (inv / m)·(m·g_x̂ − Σ g_x̂ − x̂·Σ g_x̂·x̂), with g_x̂ = ε·γ when affine.")
+    backward_input = OpCount(
+        mults=w.let("mults", f"{symbol} · (4·m + a·m)", groups * (4 * m + a * m), v),
+        adds=w.let("adds", f"{symbol} · (4·m − 2)", groups * (4 * m - 2), v),
+        divides=w.let("divides", symbol, groups, v),
+    )
+    return forward, backward_input
+
+
 @dataclass(frozen=True)
 class BatchNormSpec(Op):
     """Batch normalisation over the channel axis of (C, *spatial) inputs."""
@@ -87,23 +110,8 @@ class BatchNormSpec(Op):
             {"N": batch, "S": spatial},
             why="S: values per channel in one image",
         )
-        v = {"C": c, "m": m, "a": a}
-        w.note(
-            "mean, centre, variance, 1/√(var + eps), normalise, then γ·x̂ + β when affine (a = 1)."
-        )
-        forward = OpCount(
-            mults=w.let("mults", "C · (2·m + a·m)", c * (2 * m + a * m), v),
-            adds=w.let("adds", "C · (3·m − 1 + a·m)", c * (3 * m - 1 + a * m), v),
-            divides=w.let("divides", "3·C", 3 * c, v),
-            specials=w.let("specials", "C", c, v, why="one square root per channel"),
-        )
-        w.section("Backward pass: the gradient w.r.t. the input")
-        w.note("g_x = (inv / m)·(m·g_x̂ − Σ g_x̂ − x̂·Σ g_x̂·x̂), with g_x̂ = ε·γ when affine.")
-        backward_input = OpCount(
-            mults=w.let("mults", "C · (4·m + a·m)", c * (4 * m + a * m), v),
-            adds=w.let("adds", "C · (4·m − 2)", c * (4 * m - 2), v),
-            divides=w.let("divides", "C", c, v),
-        )
+        forward, backward_input = normalize_cost(w, "C", c, m, a, a, "channel")
+        v = {"C": c, "m": m}
         weight = bias = None
         if self.affine:
             w.section("Backward pass: the gradients w.r.t. γ and β")
@@ -172,21 +180,8 @@ class LayerNormSpec(Op):
         w.section("Forward pass, per row of m values")
         rows = w.let("R", "N · L", batch * lead, {"N": batch, "L": lead}, why="L: rows per image")
         a, b = int(self.elementwise_affine), int(self.elementwise_affine and self.bias)
-        v = {"R": rows, "m": m, "a": a, "b": b}
-        w.note("mean, centre, variance, 1/√(var + eps), normalise, then γ·x̂ (a = 1) + β (b = 1).")
-        forward = OpCount(
-            mults=w.let("mults", "R · (2·m + a·m)", rows * (2 * m + a * m), v),
-            adds=w.let("adds", "R · (3·m − 1 + b·m)", rows * (3 * m - 1 + b * m), v),
-            divides=w.let("divides", "3·R", 3 * rows, v),
-            specials=w.let("specials", "R", rows, v, why="one square root per row"),
-        )
-        w.section("Backward pass: the gradient w.r.t. the input")
-        w.note("g_x = (inv / m)·(m·g_x̂ − Σ g_x̂ − x̂·Σ g_x̂·x̂), with g_x̂ = ε·γ when affine.")
-        backward_input = OpCount(
-            mults=w.let("mults", "R · (4·m + a·m)", rows * (4 * m + a * m), v),
-            adds=w.let("adds", "R · (4·m − 2)", rows * (4 * m - 2), v),
-            divides=w.let("divides", "R", rows, v),
-        )
+        forward, backward_input = normalize_cost(w, "R", rows, m, a, b, "row")
+        v = {"R": rows, "m": m}
         weight = bias = None
         if a:
             w.section("Backward pass: the gradients w.r.t. γ and β, summed over the rows")

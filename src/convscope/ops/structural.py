@@ -17,6 +17,13 @@ from ..module import Module
 from .base import Op
 
 
+def free_cost(w: Working, why: str) -> Cost:
+    """The cost of an op that only moves or views data: nothing, with the reason recorded."""
+    w.section("Cost")
+    w.note(why)
+    return Cost(OpCount(), OpCount())
+
+
 def _check_shape(shape: Sequence[int], layer: str) -> Shape:
     shape = tuple(shape)
     if not shape or not all(
@@ -79,9 +86,7 @@ class FlattenSpec(Op):
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        w.section("Cost")
-        w.note("A reshape: no arithmetic.")
-        return Cost(OpCount(), OpCount())
+        return free_cost(w, "A reshape: no arithmetic.")
 
 
 @dataclass(frozen=True)
@@ -169,9 +174,7 @@ class ConcatSpec(Op):
         count: str,
         w: Working,
     ) -> Cost:
-        w.section("Cost")
-        w.note("A copy: no arithmetic.")
-        return Cost(OpCount(), OpCount())
+        return free_cost(w, "A copy: no arithmetic.")
 
 
 def flatten(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> np.ndarray:
@@ -262,9 +265,7 @@ class ReshapeSpec(Op):
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        w.section("Cost")
-        w.note("A reshape: no arithmetic.")
-        return Cost(OpCount(), OpCount())
+        return free_cost(w, "A reshape: no arithmetic.")
 
 
 @dataclass(frozen=True)
@@ -305,9 +306,7 @@ class PermuteSpec(Op):
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        w.section("Cost")
-        w.note("A reordering (at most a copy): no arithmetic.")
-        return Cost(OpCount(), OpCount())
+        return free_cost(w, "A reordering (at most a copy): no arithmetic.")
 
 
 @dataclass(frozen=True)
@@ -349,9 +348,9 @@ class SliceSpec(Op):
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        w.section("Cost")
-        w.note("A view: no arithmetic; its gradient fills the rest of the input with zeros.")
-        return Cost(OpCount(), OpCount())
+        return free_cost(
+            w, "A view: no arithmetic; its gradient fills the rest of the input with zeros."
+        )
 
 
 def broadcast_shape(shapes: Sequence[Shape], layer: str) -> Shape:
