@@ -24,6 +24,7 @@ from .module import Module
 from .ops import conv, pooling
 from .ops.conv import ConvSpec
 from .ops.pooling import AdaptivePoolSpec, PoolSpec
+from .text import columns, pairs
 
 BYTES_PER_VALUE = 4  # activations counted as float32
 PAIR_VALUES = 10  # the identical-output pair uses small integers, so sums are exact
@@ -349,7 +350,7 @@ class PoolAnalysis:
             ("layer", self.layer),
             ("input → output", f"{_x(self.input_shape)} → {_x(self.output_shape)}  ({names})"),
         ]
-        lines = _rows(rows) + ["", "What it keeps and loses (per image)"]
+        lines = pairs(rows) + ["", "What it keeps and loses (per image)"]
         mean = ipo["mean_exact"]
         rows = [
             (
@@ -382,7 +383,7 @@ class PoolAnalysis:
         else:
             rows.append(("zero-gradient inputs", f"{zg['exact']:.1%} (the inputs in no window)"))
         rows.append(("identical outputs", pair["description"]))
-        lines += _rows(rows, indent=2)
+        lines += pairs(rows, indent=2)
         lines += ["", "Why it is still used"]
         rows = [
             (
@@ -393,7 +394,7 @@ class PoolAnalysis:
             ),
             ("pool's own cost", ", ".join(f"{v:,} {k}" for k, v in self.pool_cost.items() if v)),
         ]
-        lines += _rows(rows, indent=2)
+        lines += pairs(rows, indent=2)
         fc = self.following_conv
         if fc is not None:
             lines += ["", f"  following {fc['layer']} ({fc['count']} count)"]
@@ -401,7 +402,7 @@ class PoolAnalysis:
             for label, key in (("MACs", "macs"), ("ops fwd + bwd", "total_ops")):
                 a, b = fc["unpooled"][key], fc["pooled"][key]
                 grid.append([label, f"{a:,}", f"{b:,}", f"{a / b:.2f}×" if b else "-"])
-            lines += _grid(grid, indent=4)
+            lines += columns(grid, indent=4)
         tr = self.translation
         lines += [
             "",
@@ -427,27 +428,13 @@ class PoolAnalysis:
                     ),
                 ]
             )
-        lines += _grid(grid, indent=2)
+        lines += columns(grid, indent=2)
         lines.append(f"  strided conv: {tr['conv']}")
         return "\n".join(lines) + "\n"
 
 
 def _x(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
-
-
-def _rows(rows: list[tuple[str, str]], indent: int = 0) -> list[str]:
-    width = max(len(k) for k, _ in rows)
-    return [f"{' ' * indent}{k.ljust(width)}  {v}" for k, v in rows]
-
-
-def _grid(grid: list[list[str]], indent: int) -> list[str]:
-    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
-    return [
-        " " * indent
-        + "  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))])
-        for r in grid
-    ]
 
 
 def _check_positive(value: Any, name: str) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 from .counting import OpCount
 from .geometry import axis_names
 from .ops.base import Analysis
+from .text import columns, pairs
 
 ROWS = (
     ("forward", "forward"),
@@ -121,16 +122,9 @@ def _note(analysis: Analysis) -> list[str]:
 
 def table(analysis: Analysis, batch_given: bool = False) -> str:
     """A plain-text table for the terminal."""
-    summary = _summary_rows(analysis, batch_given)
-    width = max(len(k) for k, _ in summary)
-    lines = [f"{k.ljust(width)}  {v}" for k, v in summary]
-    columns, rows = _cost_rows(analysis)
-    grid = [["", *columns], *rows]
-    widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
-    lines.append("")
-    for row in grid:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
+    lines = pairs(_summary_rows(analysis, batch_given))
+    kinds, rows = _cost_rows(analysis)
+    lines += ["", *columns([["", *kinds], *rows])]
     lines += _note(analysis)
     return "\n".join(lines) + "\n"
 

@@ -24,6 +24,7 @@ from .ops.linear import LinearSpec
 from .ops.pooling import AdaptivePoolSpec, PoolSpec
 from .ops.structural import AddSpec, ConcatSpec, MeanSpec
 from .receptive import Field
+from .text import columns, pairs
 
 
 @dataclass
@@ -222,17 +223,9 @@ class Report:
 
     def table(self, depth: int | None = None) -> str:
         """A plain-text table, nested modules indented by depth, then the totals."""
-        grid = self._grid(depth)
-        widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
-        lines = [
-            "  ".join(
-                c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
-            ).rstrip()
-            for row in grid
-        ]
+        lines = columns(self._grid(depth), left=3)
         lines.insert(1, "-" * len(lines[0]))
-        width = max(len(k) for k, _ in self._totals())
-        lines += [""] + [f"{k.ljust(width)}  {v}" for k, v in self._totals()]
+        lines += ["", *pairs(self._totals())]
         return "\n".join(lines) + "\n"
 
     def markdown(self, depth: int | None = None) -> str:

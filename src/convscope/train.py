@@ -24,6 +24,7 @@ from .module import CheckpointError
 from .ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from .optim import SGD, Adam, Optimizer
 from .random import manual_seed
+from .text import columns
 
 CHECKPOINT_FORMAT = "convscope-checkpoint-1"
 
@@ -67,11 +68,7 @@ def layer_table(model: Sequential, input_shape: tuple[int, ...]) -> str:
         rows.append((str(i), type(layer).__name__, layer.spec.describe(),
                      "×".join(map(str, shape)), f"{count:,}", f"{layer_macs:,}"))  # fmt: skip
     head = ("#", "layer", "configuration", "output", "params", "MACs")
-    widths = [max(len(r[c]) for r in (head, *rows)) for c in range(len(head))]
-    lines = [
-        "  ".join(v.ljust(w) if c < 4 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
-        for r in (head, *rows)
-    ]
+    lines = columns([head, *rows], left=4)
     lines.append(f"input {'×'.join(map(str, input_shape))}; {params:,} parameters; "
                  f"{macs:,} MACs per image")  # fmt: skip
     return "\n".join(lines)
@@ -154,12 +151,9 @@ class Result:
     metrics: str = ""
 
 
-def accuracy(model: Sequential, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch):
-        logits = model(images[start : start + batch])
-        correct += int((logits.argmax(axis=1) == labels[start : start + batch]).sum())
+def accuracy(model: Sequential, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of images classified correctly, in eval mode; the model is left training."""
+    correct = int((predict_classes(model, images) == labels).sum())
     model.train()
     return correct / len(images)
 
@@ -256,7 +250,11 @@ def train(
         meta.update(epoch=epoch, history=history)
         save_checkpoint(checkpoint, model, optimizer, meta)
     seconds = time.perf_counter() - started
-    final = accuracy(model, dataset.test_images, dataset.test_labels)
+    # the last epoch run here already measured the final model; with none run, measure it now
+    if seen:
+        final = history[-1]["test_accuracy"]
+    else:
+        final = accuracy(model, dataset.test_images, dataset.test_labels)
     result = Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
                     str(checkpoint), str(metrics))  # fmt: skip
     payload = json.dumps(asdict(result), indent=2)
