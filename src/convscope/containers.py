@@ -30,7 +30,7 @@ def add_costs(costs: Sequence[Cost]) -> Cost:
     )
 
 
-def _fork_cost(shape: Shape, batch: int, branches: int) -> Cost:
+def fork_cost(shape: Shape, batch: int, branches: int) -> Cost:
     """An input read by several branches receives the sum of their gradients."""
     return Cost(OpCount(), AddSpec().cost([shape] * branches, batch).forward)
 
@@ -162,7 +162,7 @@ class Residual(Container):
         parts = [
             self.branch.cost(input_shape, batch, count),
             AddSpec().cost([main, side], batch, count),
-            _fork_cost(tuple(input_shape), batch, 2),
+            fork_cost(tuple(input_shape), batch, 2),
         ]
         if self.shortcut is not None:
             parts.append(self.shortcut.cost(input_shape, batch, count))
@@ -204,7 +204,7 @@ class Concat(Container):
     def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
         parts = [b.cost(input_shape, batch, count) for b in self.branches]
         if len(parts) > 1:
-            parts.append(_fork_cost(tuple(input_shape), batch, len(parts)))
+            parts.append(fork_cost(tuple(input_shape), batch, len(parts)))
         return add_costs(parts)
 
 
@@ -283,7 +283,7 @@ class Graph(Container):
                     if name in self.nodes
                     else next(step for step, n in self.nodes.items() if name in n.inputs)
                 )
-                forks[payer] = _fork_cost(shapes[name], batch, k).backward_input
+                forks[payer] = fork_cost(shapes[name], batch, k).backward_input
         return forks
 
     def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .containers import Concat, Container, Graph, Residual, Sequential, add_costs
+from .containers import Concat, Container, Graph, Residual, Sequential, add_costs, fork_cost
 from .counting import COUNT_MODES, Cost, OpCount
 from .errors import ConvScopeError
 from .geometry import Shape, check_batch
@@ -391,7 +391,7 @@ class _Walker:
     ) -> tuple[Shape, Field | None]:
         """An Add or Concat of several paths; the input fork's gradient sum is counted here."""
         out, _ = self.leaf(name, kind, depth, spec, shapes, None)
-        fork = AddSpec().cost([input_shape] * branches, self.batch).forward
+        fork = fork_cost(input_shape, self.batch, branches).backward_input
         row = self.rows[-1]
         row.cost = Cost(row.cost.forward, row.cost.backward_input + fork)
         merged = None
