@@ -17,11 +17,12 @@ from convscope import ConvScopeError, nn, summary
 from convscope.adapters.torch import from_torch
 from convscope.containers import Graph, Node
 from convscope.ops.activation import ElementwiseSpec
+from convscope.ops.adaptive_pooling import AdaptivePoolSpec
+from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec
 from convscope.ops.conv import ConvSpec
 from convscope.ops.linear import LinearSpec
 from convscope.ops.normalization import BatchNormSpec, LayerNormSpec
-from convscope.ops.pooling import AdaptivePoolSpec
-from convscope.ops.structural import AddSpec, MeanSpec, MulSpec, PermuteSpec, ReshapeSpec
+from convscope.ops.structural import PermuteSpec, ReshapeSpec
 from tests.reference.instrumented import Counted, c_sqrt, counting
 
 # -- the torch.nn test models -----------------------------------------------------------------

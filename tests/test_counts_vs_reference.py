@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from convscope import ConvScopeError, nn
 from convscope.counting import OpCount
-from convscope.ops.structural import AddSpec
+from convscope.ops.arithmetic import AddSpec
 from tests.reference import instrumented as ref
 
 SETTINGS = settings(

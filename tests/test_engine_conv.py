@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from convscope import ShapeError, nn
 from convscope.errors import ConvScopeError
+from convscope.kernels import im2col
 from convscope.ops import conv as conv_ops
 from convscope.ops.conv import (
     conv1d,
@@ -301,9 +302,9 @@ def test_chunking_gives_the_same_results(monkeypatch) -> None:
 
     whole = run()
     calls = []
-    chunks = conv_ops._chunks
-    monkeypatch.setattr(conv_ops, "_chunks", lambda n, b: calls.append(chunks(n, b)) or calls[-1])
-    monkeypatch.setattr(conv_ops, "CONV_MEMORY_BUDGET", 1)
+    chunks = im2col.chunks
+    monkeypatch.setattr(im2col, "chunks", lambda n, b: calls.append(chunks(n, b)) or calls[-1])
+    monkeypatch.setattr(im2col, "CONV_MEMORY_BUDGET", 1)
     chunked = run()
     assert all(len(c) == 5 for c in calls)  # one image per chunk
     for a, b in zip(whole, chunked):

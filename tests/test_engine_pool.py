@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from convscope import functional as P
+from convscope import nn
 from convscope.errors import ConvScopeError, LayerConfigError, ShapeError
-from convscope.ops import pooling as P
+from convscope.ops.pooling import PoolSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,7 +54,7 @@ def pool_cases(draw, mode: str, ndim: int | None = None):
         kwargs["count_include_pad"] = draw(st.booleans())
         if ndim > 1:
             kwargs["divisor_override"] = draw(st.none() | st.integers(1, 5))
-    spec = P.PoolSpec.create(
+    spec = PoolSpec.create(
         ndim,
         mode,
         kernel,
@@ -369,7 +371,7 @@ def test_modules_run_like_the_functions(kind, ndim, shape, args, kwargs, dtype):
     forward, backward = _ours(kind, ndim)
     rng = np.random.default_rng(1)
     x = rng.integers(0, 4, shape).astype(dtype)  # ties, so the kept arg-max matters
-    module = getattr(P, MODULES[kind].format(ndim))(*args, **kwargs)
+    module = getattr(nn, MODULES[kind].format(ndim))(*args, **kwargs)
     assert module.parameters() == [] and module.state_dict() == {}
     y = module(x)
     np.testing.assert_array_equal(y, forward(x, *args, **kwargs))
@@ -381,4 +383,4 @@ def test_modules_run_like_the_functions(kind, ndim, shape, args, kwargs, dtype):
 
 def test_module_backward_needs_a_forward():
     with pytest.raises(ConvScopeError, match="forward"):
-        P.MaxPool2d(2).backward(np.zeros((1, 1, 2, 2)))
+        nn.MaxPool2d(2).backward(np.zeros((1, 1, 2, 2)))

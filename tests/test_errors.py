@@ -7,7 +7,8 @@ import pytest
 
 from convscope import ConvScopeError, LayerConfigError, ShapeError, nn
 from convscope.cli import main
-from convscope.ops.structural import AddSpec, ConcatSpec
+from convscope.ops.arithmetic import AddSpec
+from convscope.ops.structural import ConcatSpec
 
 API_CASES = [
     (lambda: nn.Conv2d(3, 4, 3, groups=2), LayerConfigError, ["groups", "3", "2"]),

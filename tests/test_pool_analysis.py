@@ -16,7 +16,8 @@ from convscope import LayerConfigError, ShapeError, nn
 from convscope.cli import main
 from convscope.errors import ConvScopeError
 from convscope.geometry import AdaptiveWindows, Windows
-from convscope.ops.pooling import AdaptivePoolSpec, PoolSpec
+from convscope.ops.adaptive_pooling import AdaptivePoolSpec
+from convscope.ops.pooling import PoolSpec
 from convscope.pool_analysis import (
     analyze_pool,
     axis_windows,
@@ -112,8 +113,8 @@ def quick(spec, shape, **kwargs):
 def test_avg_rank_is_the_rank_of_the_dense_map(case):
     spec, shape = case
     result = quick(spec, shape)
-    assert result.rank["rank"] == np.linalg.matrix_rank(dense_map(spec, shape))
-    assert result.rank["lost"] == math.prod(shape) - result.rank["rank"]
+    assert result.rank.rank == np.linalg.matrix_rank(dense_map(spec, shape))
+    assert result.rank.lost == math.prod(shape) - result.rank.rank
 
 
 @SETTINGS
@@ -146,9 +147,9 @@ def test_inputs_per_output_and_unread_inputs_by_loops(case):
     result = quick(spec, shape)
     sets = window_sets(spec, shape)
     per_output = [math.prod(len(w) for w in combo) for combo in _product(sets)]
-    assert result.inputs_per_output["min"] == min(per_output)
-    assert result.inputs_per_output["max"] == max(per_output)
-    assert result.inputs_per_output["mean"] == pytest.approx(np.mean(per_output))
+    assert result.inputs_per_output.min == min(per_output)
+    assert result.inputs_per_output.max == max(per_output)
+    assert result.inputs_per_output.mean == pytest.approx(np.mean(per_output))
     reached = [len({q for w in axis for q in w}) for axis in sets]
     assert result.unread_inputs == shape[0] * (math.prod(shape[1:]) - math.prod(reached))
 
@@ -168,7 +169,7 @@ def test_identical_output_pair_holds_under_torch(case):
     spec, shape = case
     result = quick(spec, shape)
     pair = result.identical_pair
-    if not pair["exists"]:
+    if not pair.exists:
         # claimed one-to-one: changing any single input must change the output
         x = np.random.default_rng(1).permutation(math.prod(shape)).reshape(1, *shape) * 1.0
         y = torch_pool(spec, x)
@@ -177,10 +178,10 @@ def test_identical_output_pair_holds_under_torch(case):
             moved.flat[i] = -1.0 if spec.mode == "max" else moved.flat[i] + 1
             assert not np.array_equal(torch_pool(spec, moved), y)
         if spec.mode == "avg":
-            assert result.rank["lost"] == 0
+            assert result.rank.lost == 0
         return
     x, x2 = result.pair
-    assert pair["outputs_identical"] and pair["inputs_differ_at"] > 0
+    assert pair.outputs_identical and pair.inputs_differ_at > 0
     assert not np.array_equal(x, x2)
     assert np.array_equal(torch_pool(spec, x[None]), torch_pool(spec, x2[None]))
 
@@ -232,7 +233,7 @@ def test_zero_gradient_share_against_torch_on_the_same_inputs(case, seed):
     result = analyze_pool(spec, shape, seed=seed, trials=3, shifts=1)
     # a window wholly in the padding outputs −inf; torch then routes its gradient to a real
     # input and the engine to none, so the two differ there by construction
-    assume(result.inputs_per_output["min"] > 0)
+    assume(result.inputs_per_output.min > 0)
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((3, *shape)))
     x.requires_grad_(True)
     y = torch.from_numpy(torch_pool(spec, x.detach().numpy()))
@@ -248,12 +249,12 @@ def test_zero_gradient_share_against_torch_on_the_same_inputs(case, seed):
     yt.sum().backward()
     shares = (x.grad == 0).reshape(3, -1).double().mean(dim=1).numpy()
     zg = result.zero_grad
-    assert zg["measured_mean"] == pytest.approx(shares.mean())
-    assert zg["measured_min"] == pytest.approx(shares.min())
-    assert zg["measured_max"] == pytest.approx(shares.max())
+    assert zg.measured_mean == pytest.approx(shares.mean())
+    assert zg.measured_min == pytest.approx(shares.min())
+    assert zg.measured_max == pytest.approx(shares.max())
     # the extremes bound every measurement
-    assert zg["best_bound"] - 1e-12 <= shares.min() and shares.max() <= zg["worst"] + 1e-12
-    assert zg["best_bound"] <= zg["best"] and zg["best_exact"] == (zg["best_bound"] == zg["best"])
+    assert zg.best_bound - 1e-12 <= shares.min() and shares.max() <= zg.worst + 1e-12
+    assert zg.best_bound <= zg.best and zg.best_exact == (zg.best_bound == zg.best)
 
 
 def test_max_pool_2x2_numbers_by_hand():
@@ -261,8 +262,8 @@ def test_max_pool_2x2_numbers_by_hand():
     # whatever the data; a 2-D 2×2 pool reads 4 inputs per output
     result = analyze_pool(nn.MaxPool2d(2), (3, 4, 4))
     zg = result.zero_grad
-    assert zg["worst"] == zg["best"] == zg["measured_mean"] == 0.75 and zg["best_exact"]
-    assert result.inputs_per_output == {
+    assert zg.worst == zg.best == zg.measured_mean == 0.75 and zg.best_exact
+    assert result.inputs_per_output.to_dict() == {
         "min": 4, "max": 4, "mean": 4.0, "mean_exact": "4", "window": 4
     }  # fmt: skip
     assert result.rank is None and result.kind == "max"
@@ -270,17 +271,17 @@ def test_max_pool_2x2_numbers_by_hand():
 
 def test_avg_pool_rank_by_hand():
     # 2×2 averages of 4×4: 4 independent window sums per channel
-    assert analyze_pool(nn.AvgPool2d(2), (3, 4, 4)).rank["rank"] == 3 * 4
+    assert analyze_pool(nn.AvgPool2d(2), (3, 4, 4)).rank.rank == 3 * 4
     # 3-wide windows, stride 1, padding 1 on L = 5: [0,1] [0,2] [1,3] [2,4] [3,4] all sum
     # v = (1, −1, 0, 1, −1) to 0, so one dimension is lost
     result = analyze_pool(nn.AvgPool1d(3, 1, 1), (1, 5))
-    assert result.rank["rank"] == 4
+    assert result.rank.rank == 4
     x, x2 = result.pair
     assert np.array_equal(np.abs(x2 - x)[0], [1, 1, 0, 1, 1])
     # on L = 6 the last window [4, 5] breaks that pattern: nothing is lost
     for size in (3, 6):
         result = analyze_pool(nn.AvgPool1d(3, 1, 1), (1, size))
-        assert result.rank["lost"] == 0 and result.identical_pair["exists"] is False
+        assert result.rank.lost == 0 and result.identical_pair.exists is False
 
 
 def test_a_window_wholly_in_the_padding():
@@ -288,9 +289,11 @@ def test_a_window_wholly_in_the_padding():
     spec = PoolSpec.create(2, "max", 2, 1, 1, 2)
     assert np.isneginf(torch_pool(spec, np.zeros((1, 1, 1, 1)))).all()
     result = analyze_pool(spec, (1, 1, 1))
-    assert result.inputs_per_output["min"] == 0 and result.unread_inputs == 1
-    assert result.zero_grad["worst"] == result.zero_grad["best"] == 1.0
-    assert all(math.isfinite(v) for row in result.translation["rows"] for v in row.values() if v)
+    assert result.inputs_per_output.min == 0 and result.unread_inputs == 1
+    assert result.zero_grad.worst == result.zero_grad.best == 1.0
+    assert all(
+        math.isfinite(v) for row in result.translation.rows for v in row.to_dict().values() if v
+    )
     json.dumps(result.to_dict(), allow_nan=False)
 
 
@@ -302,18 +305,18 @@ def test_memory_and_following_conv_use_the_layers_own_rules():
     following = nn.Conv2d(16, 64, 3, padding=1)
     result = analyze_pool(pool, shape, following_conv=following, batch=2)
     pooled = pool.output_shape(shape)
-    assert result.memory["input_values"] == 2 * 16 * 32 * 32
-    assert result.memory["output_values"] == 2 * math.prod(pooled) == 2 * 16 * 16 * 16
-    assert result.memory["output_bytes"] == 4 * result.memory["output_values"]
+    assert result.memory.input_values == 2 * 16 * 32 * 32
+    assert result.memory.output_values == 2 * math.prod(pooled) == 2 * 16 * 16 * 16
+    assert result.memory.output_bytes == 4 * result.memory.output_values
     fc = result.following_conv
-    for side, where in ((fc["pooled"], pooled), (fc["unpooled"], shape)):
+    for side, where in ((fc.pooled, pooled), (fc.unpooled, shape)):
         cost = following.cost(where, batch=2)
-        assert side["macs"] == following.macs(where, batch=2)
-        assert side["total_ops"] == cost.forward.total + cost.backward.total
-        assert side["output_shape"] == list(following.output_shape(where))
+        assert side.macs == following.macs(where, batch=2)
+        assert side.total_ops == cost.forward.total + cost.backward.total
+        assert side.output_shape == list(following.output_shape(where))
     # MACs = outputs · (C_in · 3 · 3): 64·16·16 outputs on the pooled input, 4× that unpooled
-    assert fc["pooled"]["macs"] == 2 * 64 * 16 * 16 * 16 * 9
-    assert fc["macs_ratio"] == 4.0
+    assert fc.pooled.macs == 2 * 64 * 16 * 16 * 16 * 9
+    assert fc.macs_ratio == 4.0
     assert result.pool_cost["compares"] == pool.cost(shape, batch=2).forward.compares
     text = analyze_pool(pool, shape, following_conv="c=64 k=3 p=1", batch=2).following_conv
     assert text == fc
@@ -328,18 +331,18 @@ def test_parse_conv():
 def test_translation_table_properties():
     shape = (16, 32, 32)
     tiling = analyze_pool(nn.AvgPool2d(2), shape, shifts=4).translation
-    for row in tiling["rows"]:
+    for row in tiling.rows:
         # the identity shifted back is exact
-        assert row["identity_aligned"] == 0.0
+        assert row.identity_aligned == 0.0
         # windows that tile the input move by one output step for every 2 pixels
-        if row["shift"] % 2 == 0:
-            assert row["pool_aligned"] < 1e-12 and row["conv_aligned"] < 1e-12
+        if row.shift % 2 == 0:
+            assert row.pool_aligned < 1e-12 and row.conv_aligned < 1e-12
         # on low-passed inputs an average changes less than the raw input: the change
         # (shift − 1)x has its power at high frequencies, which the box filter damps
-        assert row["pool"] < row["identity"]
+        assert row.pool < row.identity
     mean = analyze_pool(nn.AdaptiveAvgPool2d(1), shape).translation
-    assert all(row["pool"] < 1e-12 for row in mean["rows"])  # a mean ignores circular shifts
-    assert tiling["shift"] == "circular" and tiling["axis"] == "W"
+    assert all(row.pool < 1e-12 for row in mean.rows)  # a mean ignores circular shifts
+    assert tiling.shift == "circular" and tiling.axis == "W"
 
 
 def test_analysis_is_seeded_and_fast():

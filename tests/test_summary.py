@@ -129,7 +129,7 @@ def test_graph_fork_gradient_and_fields():
 
 
 def _add():
-    from convscope.ops.structural import AddSpec
+    from convscope.ops.arithmetic import AddSpec
 
     return AddSpec()
 

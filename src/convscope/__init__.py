@@ -1,9 +1,9 @@
 """convscope: exact, explained arithmetic for convolutional neural network layers."""
 
 from . import functional, nn
-from .compose import NotComposableError, compose
+from .compose import compose
 from .counting import Cost, OpCount, ParamCount
-from .errors import ConvScopeError, LayerConfigError, ShapeError
+from .errors import ConvScopeError, LayerConfigError, NotComposableError, ShapeError
 from .explain import Explanation
 from .ops.base import Analysis, Op
 from .ops.conv import conv2d, conv2d_backward  # the seed's F and G

@@ -1,18 +1,26 @@
 """Containers: Sequential, Residual (a branch plus a shortcut, added) and Concat (parallel
-branches joined along an axis). They run their children and add up their arithmetic."""
+branches joined along an axis), which run their children and add up their arithmetic; and
+Graph, the network of steps that traced models and spec files become."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from .counting import Cost, OpCount, ParamCount
 from .errors import ConvScopeError
+from .explain import Working, shape_text
 from .geometry import Shape
 from .module import Module
-from .ops.base import Op
-from .ops.structural import AddSpec, ConcatSpec, SliceSpec
+from .ops.arithmetic import AddSpec
+from .ops.base import Op, no_macs, no_params, not_linear
+from .ops.structural import ConcatSpec, SliceSpec
+
+if TYPE_CHECKING:
+    from .receptive import Field
 
 
 def add_costs(costs: Sequence[Cost]) -> Cost:
@@ -37,6 +45,8 @@ def fork_cost(shape: Shape, batch: int, branches: int) -> Cost:
 
 class Container(Module):
     """Shared behaviour: children in order, and parameters summed over them."""
+
+    spec_attributes = False
 
     def _members(self) -> list[tuple[str, Module]]:
         raise NotImplementedError
@@ -183,11 +193,12 @@ class Concat(Container):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         outputs = [branch(x) for branch in self.branches]
-        self._sizes = [out.shape[self.spec.dim] for out in outputs]
+        self.save_for_backward([out.shape[self.spec.dim] for out in outputs])
         return np.concatenate(outputs, axis=self.spec.dim)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        cuts = np.cumsum(self._sizes)[:-1]
+        (sizes,) = self.saved()
+        cuts = np.cumsum(sizes)[:-1]
         parts = np.split(grad_out, cuts, axis=self.spec.dim)
         grads = [branch.backward(part) for branch, part in zip(self.branches, parts)]
         return sum(grads[1:], grads[0])
@@ -208,8 +219,45 @@ class Concat(Container):
         return add_costs(parts)
 
 
+@dataclass(frozen=True)
+class OpaqueSpec(Op):
+    """An operation convscope cannot count: it passes on a known output shape, and the graph
+    lists it in ``unsupported``, so that the totals say what they leave out."""
+
+    label: str
+    shape: Shape
+
+    name = "NOT COUNTED"
+    _positional: ClassVar = ("label",)
+    _hidden: ClassVar = ("shape",)
+
+    def _check_input(self, input_shape: object) -> object:
+        return input_shape
+
+    def _shape(self, input_shape: object, w: Working) -> Shape:
+        w.section("Output shape")
+        w.note(f"As traced: {shape_text(self.shape)}; the operation itself is not counted.")
+        return tuple(self.shape)
+
+    def _cost(
+        self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        w.note(f"{self.label}: not counted (listed as unsupported).")
+        return Cost(OpCount(), OpCount())
+
+    _params = no_params  # its own parameters are the model's, listed with it
+    _macs = no_macs
+    linear_map = not_linear("is an operation convscope does not count")
+
+    def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
+        """Not known: convscope has no rule for the operation."""
+        return field.as_unknown()
+
+
 class Node(Module):
     """One step of a Graph: an operation (its spec) applied to the outputs of earlier steps."""
+
+    spec_attributes = False
 
     def __init__(self, spec: Op, inputs: Sequence[str], kind: str | None = None) -> None:
         self.spec = spec

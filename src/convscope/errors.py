@@ -11,3 +11,7 @@ class LayerConfigError(ConvScopeError):
 
 class ShapeError(ConvScopeError):
     """An input shape is invalid for a layer (e.g. a kernel larger than the padded input)."""
+
+
+class NotComposableError(ConvScopeError):
+    """A chain of layers that is not one convolution; the message says which layer and why."""

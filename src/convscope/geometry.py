@@ -1,14 +1,19 @@
-"""Integer geometry of sliding windows along one axis, and argument normalisation.
+"""The one geometry of sliding and adaptive windows, and the validation of sizes and arguments.
 
-Everything here is a closed form or a loop over kernel taps or padding positions, never over
-output positions of the whole tensor, so its cost does not grow with the input.
+The counting rules use the integer statistics of ``Windows`` and ``AdaptiveWindows``: closed
+forms or loops over kernel taps or padding positions, never over the output positions of the
+whole tensor, so their cost does not grow with the input. The engine and the pool analysis use
+the same windows as arrays (``tap_slices``, ``Windows.valid_range``, ``AdaptiveWindows.starts``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import LayerConfigError, ShapeError
 
@@ -26,14 +31,23 @@ def prod(values: Iterable[int]) -> int:
     return math.prod(values)
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An int that is not a bool (True is not a size)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sizes(shape: object, layer: str, what: str = "an input shape") -> Shape:
+    """The one rule for shapes: a non-empty sequence of ints >= 1 (a bool is not an int)."""
+    sizes = tuple(shape) if isinstance(shape, Sequence) and not isinstance(shape, str) else None
+    if not sizes or not all(is_int(v) and v >= 1 for v in sizes):
+        raise ShapeError(f"{layer} takes {what} of sizes >= 1 without the batch, got {shape!r}")
+    return sizes
 
 
 def int_tuple(value: int | Sequence[int], ndim: int, name: str, minimum: int = 1) -> Shape:
     """``value`` repeated over ``ndim`` axes, or checked as a per-axis tuple."""
-    values = (value,) * ndim if _is_int(value) else tuple(value)  # type: ignore[arg-type]
-    if len(values) != ndim or not all(_is_int(v) for v in values):
+    values = (value,) * ndim if is_int(value) else tuple(value)  # type: ignore[arg-type]
+    if len(values) != ndim or not all(is_int(v) for v in values):
         raise LayerConfigError(
             f"{name} must be an int or {ndim} ints (one per spatial axis), got {value!r}"
         )
@@ -70,7 +84,7 @@ def pad_pairs(
             )
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
-    if _is_int(padding):
+    if is_int(padding):
         pairs = ((padding, padding),) * ndim
     else:
         items = tuple(padding)  # type: ignore[arg-type]
@@ -79,15 +93,15 @@ def pad_pairs(
                 f"padding needs one entry per spatial axis ({ndim}), got {padding!r}"
             )
         pairs = tuple(
-            (item, item) if _is_int(item) else tuple(item)  # type: ignore[misc]
+            (item, item) if is_int(item) else tuple(item)  # type: ignore[misc]
             for item in items
         )
-        if not all(len(p) == 2 and all(_is_int(v) for v in p) for p in pairs):
+        if not all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs):
             raise LayerConfigError(
                 f"padding entries must be ints or (before, after) pairs, got {padding!r}"
             )
     negative = any(v < 0 for pair in pairs for v in pair)
-    per_side = not _is_int(padding) and not all(_is_int(item) for item in padding)  # type: ignore[union-attr]
+    per_side = not is_int(padding) and not all(is_int(item) for item in padding)  # type: ignore[union-attr]
     if negative and (per_side or not allow_crop):
         raise LayerConfigError(
             f"padding must be >= 0, got {padding!r}"
@@ -99,7 +113,7 @@ def pad_pairs(
 def check_input(input_shape: Sequence[int], ndim: int, layer: str) -> Shape:
     """A channel-first shape (C, *spatial) with ``ndim`` spatial axes, all sizes >= 1."""
     shape = tuple(input_shape)
-    if len(shape) != ndim + 1 or not all(_is_int(v) for v in shape):
+    if len(shape) != ndim + 1 or not all(is_int(v) for v in shape):
         raise ShapeError(
             f"{layer} takes a (C, {', '.join(axis_names(ndim))}) input without the batch "
             f"dimension, got {tuple(input_shape)}"
@@ -109,8 +123,19 @@ def check_input(input_shape: Sequence[int], ndim: int, layer: str) -> Shape:
     return shape
 
 
+def check_input_rank(input_shape: Sequence[int], ranks: Sequence[int], layer: str) -> Shape:
+    """Sizes >= 1 (``check_sizes``) with one of the given numbers of axes."""
+    shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
+    if len(shape) not in ranks or not all(is_int(v) and v >= 1 for v in shape):
+        raise ShapeError(
+            f"{layer} takes an input of {' or '.join(map(str, ranks))} axes without the "
+            f"batch, all sizes >= 1, got {input_shape!r}"
+        )
+    return shape
+
+
 def check_batch(batch: int) -> int:
-    if not _is_int(batch) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise ShapeError(f"batch must be an int >= 1, got {batch!r}")
     return batch
 
@@ -122,8 +147,42 @@ def conv_out_size(
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """PyTorch's rule: floor or ceil of the window count, and in ceil mode a last window that
+    would start in the right padding is dropped."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def transpose_out_size(
+    size: int, kernel: int, stride: int, pad: int, dilation: int, output_padding: int
+) -> int:
+    """``(size − 1)·stride − 2·pad + dilation·(kernel − 1) + output_padding + 1``."""
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def tap_slices(
+    kernel: Shape, stride: Shape, dilation: Shape, out: Shape
+) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """For each kernel offset (row-major), the strided slices of the padded input it reads
+    across all windows: what the engine gathers (im2col) or reduces (pooling) per tap."""
+    return [
+        (
+            t,
+            tuple(
+                slice(ti * d, ti * d + s * (o - 1) + 1, s)
+                for ti, s, d, o in zip(t, stride, dilation, out)
+            ),
+        )
+        for t in itertools.product(*(range(k) for k in kernel))
+    ]
 
 
 def _union_length(intervals: Iterable[tuple[int, int]]) -> int:
@@ -232,6 +291,19 @@ class Windows:
                 by_residue.setdefault(residue, []).append((first, last))
         return sum(_union_length(ivs) for ivs in by_residue.values())
 
+    def valid_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per window, the positions of its first and last valid taps (last < first when the
+        window holds none): the engine's and the pool analysis's view of the same windows."""
+        start = np.arange(self.count) * self.stride + self.start
+        first_tap = np.where(start < 0, -(start // self.dilation), 0)  # ⌈−start / d⌉
+        last_tap = np.minimum(self.kernel - 1, (self.size - 1 - start) // self.dilation)
+        return start + first_tap * self.dilation, start + last_tap * self.dilation
+
+    def valid_counts(self) -> np.ndarray:
+        """Valid taps per window (an average pool's divisor)."""
+        first, last = self.valid_range()
+        return np.maximum(0, (last - first) // self.dilation + 1)
+
     def reaches(self, position: int) -> bool:
         for residue, first, last in self._lattice_intervals():
             step, rest = divmod(position - residue, self.stride)
@@ -270,7 +342,16 @@ class AdaptiveWindows:
     count: int
 
     def bounds(self, i: int) -> tuple[int, int]:
+        """Window i's first position and one past its last."""
         return (i * self.size) // self.count, _ceil_div((i + 1) * self.size, self.count)
+
+    def starts(self) -> np.ndarray:
+        """Every window's first position, as an array."""
+        return (np.arange(self.count) * self.size) // self.count
+
+    def ends(self) -> np.ndarray:
+        """One past every window's last position, as an array."""
+        return -((-(np.arange(self.count) + 1) * self.size) // self.count)
 
     @property
     def pairs(self) -> int:

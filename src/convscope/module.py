@@ -3,9 +3,10 @@ analysis faces, which read a layer's configuration from its ``spec``."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -92,6 +93,29 @@ class Module:
 
     spec: Op
     training: bool = True
+    #: Whether the constructor's arguments are read back, read-only, from the spec under
+    #: PyTorch's attribute names (``conv.stride``); containers and graph steps say no.
+    spec_attributes: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.spec_attributes or "__init__" not in cls.__dict__:
+            return
+        for name in inspect.signature(cls.__init__).parameters:
+            if name not in ("self", "weight", "bias"):  # weight and bias are Parameters
+                doc = f"``{name}``, as PyTorch names it (read-only, from the spec)."
+                setattr(cls, name, property(lambda self, n=name: self.spec._display(n), doc=doc))
+
+    # -- what forward keeps for backward ----------------------------------------------------
+    def save_for_backward(self, *values: Any) -> None:
+        """Keeps what ``backward`` needs from the last ``forward``."""
+        self.__dict__["_saved"] = values
+
+    def saved(self) -> tuple[Any, ...]:
+        """What the last ``forward`` kept; an error when ``backward`` comes first."""
+        if "_saved" not in self.__dict__:
+            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
+        return self.__dict__["_saved"]
 
     # -- parameters ---------------------------------------------------------------------------
     def _own(self) -> dict[str, Parameter]:
@@ -263,14 +287,12 @@ class WeightedModule(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The layer's output; keeps ``x`` for backward."""
         y = self._forward(x, self.weight.data, None if self.bias is None else self.bias.data)
-        self._x = x
+        self.save_for_backward(x)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """The input gradient; adds the weight and bias gradients into their ``grad``."""
-        x = self.__dict__.get("_x")
-        if x is None:
-            raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
+        (x,) = self.saved()
         gx, gw, gb = self._backward(grad_out, x, self.weight.data, self.bias is not None)
         self.weight.accumulate(gw)
         if gb is not None:

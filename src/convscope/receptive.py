@@ -12,14 +12,22 @@ from .geometry import Shape
 
 @dataclass(frozen=True)
 class Field:
-    """A receptive field per spatial axis; ``global_`` when an output sees the whole input."""
+    """A receptive field per spatial axis.
+
+    ``global_``: an output sees the whole input. ``undefined``: the windows vary in size and
+    step (adaptive pools of unequal windows). ``unknown``: an operation on the path has no rule
+    (one that is not counted). ``statistics``: besides its window, an output depends on every
+    input through normalisation statistics (GroupNorm, InstanceNorm, LayerNorm over space).
+    """
 
     size: tuple[Fraction, ...]
     stride: tuple[Fraction, ...]
     padding: tuple[Fraction, ...]
     global_: bool = False
     misaligned: bool = False
-    undefined: bool = False  # e.g. adaptive windows of varying size
+    undefined: bool = False
+    unknown: bool = False
+    statistics: bool = False
 
     @classmethod
     def identity(cls, ndim: int) -> Field:
@@ -33,31 +41,51 @@ class Field:
 
     def window(self, kernel: Shape, stride: Shape, dilation: Shape, pad_before: Shape) -> Field:
         """After a sliding window (conv or pool)."""
-        if self.global_ or self.undefined:
+        if self.global_ or self.undefined or self.unknown:
             return self
-        size = tuple(r + d * (k - 1) * j for r, k, d, j in
-                     zip(self.size, kernel, dilation, self.stride))  # fmt: skip
+        size = tuple(
+            r + d * (k - 1) * j for r, k, d, j in zip(self.size, kernel, dilation, self.stride)
+        )
         padding = tuple(p + pb * j for p, pb, j in zip(self.padding, pad_before, self.stride))
         jump = tuple(j * s for j, s in zip(self.stride, stride))
         return replace(self, size=size, stride=jump, padding=padding)
 
     def transposed(self, kernel: Shape, stride: Shape, dilation: Shape, pad: Shape) -> Field:
         """After a transposed convolution: output o reads inputs (o + p − t·d)/s."""
-        if self.global_ or self.undefined:
+        if self.global_ or self.undefined or self.unknown:
             return self
         jump = tuple(j / s for j, s in zip(self.stride, stride))
-        size = tuple(r + Fraction(d * (k - 1)) * jn for r, k, d, jn in
-                     zip(self.size, kernel, dilation, jump))  # fmt: skip
-        padding = tuple(p + (d * (k - 1) - pb) * jn for p, k, d, pb, jn in
-                        zip(self.padding, kernel, dilation, pad, jump))  # fmt: skip
+        size = tuple(
+            r + Fraction(d * (k - 1)) * jn for r, k, d, jn in zip(self.size, kernel, dilation, jump)
+        )
+        padding = tuple(
+            p + (d * (k - 1) - pb) * jn
+            for p, k, d, pb, jn in zip(self.padding, kernel, dilation, pad, jump)
+        )
         return replace(self, size=size, stride=jump, padding=padding)
 
     def as_global(self) -> Field:
+        """Every output sees the whole input."""
         return replace(self, global_=True)
+
+    def as_varying(self) -> Field:
+        """The windows vary in size and step: no one field describes every output."""
+        return replace(self, undefined=True)
+
+    def as_unknown(self) -> Field:
+        """An operation without a rule: the field is not known from here on."""
+        return replace(self, unknown=True)
+
+    def with_statistics(self) -> Field:
+        """Besides the window, every input reaches an output through normalisation statistics."""
+        return replace(self, statistics=True)
 
     def merge(self, other: Field) -> Field:
         """Two paths added or concatenated: the larger field; flagged when the paths' strides
         or centres differ (their outputs then do not look at the same place)."""
+        statistics = self.statistics or other.statistics
+        if self.unknown or other.unknown:
+            return replace(self, unknown=True)
         if self.global_ or other.global_:
             return replace(self, global_=True, misaligned=self.misaligned or other.misaligned)
         if self.undefined or other.undefined:
@@ -66,11 +94,16 @@ class Field:
         size = tuple(max(a, b) for a, b in zip(self.size, other.size))
         wider = self if self.size >= other.size else other
         return replace(
-            wider, size=size, misaligned=self.misaligned or other.misaligned or not aligned
+            wider,
+            size=size,
+            misaligned=self.misaligned or other.misaligned or not aligned,
+            statistics=statistics,
         )
 
     def text(self) -> tuple[str, str, str]:
         """(size, stride, padding) for a table, one value when the axes agree."""
+        if self.unknown:
+            return ("unknown", "-", "-")
         if self.global_:
             return ("global", "-", "-")
         if self.undefined:
@@ -81,4 +114,5 @@ class Field:
             return parts[0] if len(set(parts)) == 1 else "×".join(parts)
 
         mark = " (misaligned)" if self.misaligned else ""
+        mark += " + statistics" if self.statistics else ""
         return show(self.size) + mark, show(self.stride), show(self.padding)

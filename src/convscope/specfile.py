@@ -1,41 +1,21 @@
 """Networks described as data (JSON or YAML): a list of layers and blocks, built into
-``convscope.nn`` modules. Loading never executes code: JSON is parsed by ``json``, YAML by
-PyYAML's ``safe_load`` (plain data only), and layer names are looked up in a fixed table."""
+``convscope.nn`` modules, and written back by ``dump_spec``. Loading never executes code: JSON
+is parsed by ``json``, YAML by PyYAML's ``safe_load`` (plain data only), and layer names are
+looked up among the keys the operation families declare (``convscope.registry``)."""
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import nn
+from . import registry
 from .containers import Concat, Residual, Sequential
 from .errors import ConvScopeError
 from .geometry import Shape
 from .module import Module
 
-# spec name -> (module class, the argument the running shape supplies, from which axis)
-_LAYERS: dict[str, tuple[type[Module], str | None, int]] = {
-    **{f"conv{d}d": (getattr(nn, f"Conv{d}d"), "in_channels", 0) for d in (1, 2, 3)},
-    **{
-        f"convtranspose{d}d": (getattr(nn, f"ConvTranspose{d}d"), "in_channels", 0)
-        for d in (1, 2, 3)
-    },
-    **{f"batchnorm{d}d": (getattr(nn, f"BatchNorm{d}d"), "num_features", 0) for d in (1, 2, 3)},
-    **{
-        f"{kind.lower()}{d}d": (getattr(nn, f"{kind}{d}d"), None, 0)
-        for kind in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")
-        for d in (1, 2, 3)
-    },
-    "linear": (nn.Linear, "in_features", -1),
-    **{
-        name.lower(): (getattr(nn, name), None, 0)
-        for name in ("ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "GELU", "Dropout")
-    },
-    "flatten": (nn.Flatten, None, 0),
-}
 _BLOCKS = {
     "residual": ("branch", "shortcut"),
     "concat": ("branches", "dim"),
@@ -135,10 +115,11 @@ def _item(item: Any, shape: Shape, where: str) -> tuple[Module, Shape]:
         raise ConvScopeError(f"{where}: arguments must be an object, got {args!r}")
     if key in _BLOCKS:
         return _block(key, args, shape, where)
-    if key not in _LAYERS:
-        known = ", ".join([*_LAYERS, *_BLOCKS])
+    layers = registry.spec_file_layers()
+    if key not in layers:
+        known = ", ".join([*layers, *_BLOCKS])
         raise ConvScopeError(f"{where}: unknown layer {name!r}; known: {known}")
-    cls, inferred, axis = _LAYERS[key]
+    cls, inferred, axis = layers[key].module, layers[key].inferred, layers[key].axis
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for arg in args:
         if arg not in allowed:
@@ -190,6 +171,31 @@ def _block(key: str, args: dict[str, Any], shape: Shape, where: str) -> tuple[Mo
         raise ConvScopeError(f"{where}: {error}") from error
 
 
-def layer_names() -> Sequence[str]:
-    """The layer and block names a spec may use."""
-    return [*_LAYERS, *_BLOCKS]
+def dump_spec(model: Module, input_shape: Shape) -> dict[str, Any]:
+    """The spec (a JSON-ready object) that ``load_spec`` builds ``model`` from: containers as
+    blocks, each layer under its key with its constructor arguments read from its spec."""
+    return {"input": list(input_shape), "layers": _dump_layers(model)}
+
+
+def _dump_layers(model: Module) -> list[Any]:
+    if isinstance(model, Sequential):
+        return [item for layer in model for item in _dump_layers(layer)]
+    if isinstance(model, Residual):
+        block: dict[str, Any] = {"branch": _dump_layers(model.branch)}
+        if model.shortcut is not None:
+            block["shortcut"] = _dump_layers(model.shortcut)
+        return [{"residual": block}]
+    if isinstance(model, Concat):
+        branches = [_dump_layers(b) for b in model.branches]
+        return [{"concat": {"branches": branches, "dim": model.spec.dim}}]
+    keys = {layer.module: key for key, layer in registry.spec_file_layers().items()}
+    key = keys.get(type(model))
+    if key is None:
+        raise ConvScopeError(f"spec files have no key for {type(model).__name__}")
+    names = [p for p in inspect.signature(type(model).__init__).parameters if p != "self"]
+    return [{key: {name: _plain(getattr(model.spec, name)) for name in names}}]
+
+
+def _plain(value: Any) -> Any:
+    """A spec value as JSON data: tuples as lists."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value

@@ -3,8 +3,6 @@ memory and receptive field, and the totals, computed symbolically from the layer
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -16,15 +14,12 @@ import numpy as np
 from .containers import Concat, Container, Graph, Residual, Sequential, add_costs, fork_cost
 from .counting import COUNT_MODES, Cost, OpCount
 from .errors import ConvScopeError
+from .explain import Explanation
 from .geometry import Shape, check_batch
 from .module import Module
-from .ops.conv import ConvSpec
-from .ops.conv_transpose import ConvTransposeSpec
-from .ops.linear import LinearSpec
-from .ops.pooling import AdaptivePoolSpec, PoolSpec
-from .ops.structural import AddSpec, ConcatSpec, MeanSpec
+from .ops.arithmetic import AddSpec
+from .ops.structural import ConcatSpec
 from .receptive import Field
-from .text import columns, pairs
 
 
 @dataclass
@@ -42,6 +37,7 @@ class LayerRow:
     activation_bytes: int
     field: Field | None
     container: bool = False
+    explanation: Explanation | None = None
 
     @property
     def backward_weight(self) -> OpCount:
@@ -81,6 +77,8 @@ def _field_dict(f: Field) -> dict[str, Any]:
         "global": f.global_,
         "misaligned": f.misaligned,
         "varies": f.undefined,
+        "unknown": f.unknown,
+        "statistics": f.statistics,
     }
 
 
@@ -164,92 +162,28 @@ class Report:
             "unsupported": self.unsupported,
         }
 
+    def shown(self, depth: int | None = None) -> list[LayerRow]:
+        """The rows down to ``depth`` (all when None)."""
+        return [row for row in self.layers if _shown(row, depth)]
+
     def json(self, depth: int | None = None) -> str:
         return json.dumps(self.to_dict(depth))
 
-    def _grid(self, depth: int | None) -> list[list[str]]:
-        head = [
-            "layer",
-            "type",
-            "output",
-            "params",
-            "MACs",
-            "fwd mults",
-            "fwd adds",
-            "bwd mults",
-            "bwd adds",
-            "act bytes",
-            "RF",
-            "RF stride",
-            "RF pad",
-        ]
-        rows = [head]
-        for r in self.layers:
-            if not _shown(r, depth):
-                continue
-            back = r.cost.backward_input + r.backward_weight
-            rf = r.field.text() if r.field is not None else ("-", "-", "-")
-            rows.append(
-                [
-                    "  " * r.depth + r.name,
-                    r.kind,
-                    "×".join(map(str, r.output_shape)),
-                    f"{r.params:,}",
-                    f"{r.macs:,}",
-                    f"{r.cost.forward.mults:,}",
-                    f"{r.cost.forward.adds:,}",
-                    f"{back.mults:,}",
-                    f"{back.adds:,}",
-                    f"{r.activation_bytes:,}",
-                    *rf,
-                ]
-            )
-        return rows
-
-    def _totals(self) -> list[tuple[str, str]]:
-        f, b, t = self.forward, self.backward, self.training_step
-        return [
-            ("input", f"{self.batch}×" + "×".join(map(str, self.input_shape))),
-            ("total params", f"{self.total_params:,}"),
-            ("trainable params", f"{self.trainable_params:,}"),
-            ("buffers", f"{self.total_buffers:,}"),
-            ("total MACs", f"{self.total_macs:,}"),
-            ("forward", f"{f.mults:,} mults, {f.adds:,} adds" + _extra(f)),
-            ("backward", f"{b.mults:,} mults, {b.adds:,} adds" + _extra(b)),
-            ("training step", f"{t.total:,} operations ({self.count} count)"),
-            ("parameter memory", f"{self.param_bytes:,} bytes"),
-            ("activation memory", f"{self.activation_bytes:,} bytes"),
-        ] + ([("NOT COUNTED", ", ".join(self.unsupported))] if self.unsupported else [])
-
     def table(self, depth: int | None = None) -> str:
         """A plain-text table, nested modules indented by depth, then the totals."""
-        lines = columns(self._grid(depth), left=3)
-        lines.insert(1, "-" * len(lines[0]))
-        lines += ["", *pairs(self._totals())]
-        return "\n".join(lines) + "\n"
+        return self._render("text", depth)
 
     def markdown(self, depth: int | None = None) -> str:
-        grid = self._grid(depth)
-        lines = ["| " + " | ".join(grid[0]) + " |", "|" + "---|" * len(grid[0])]
-        for row in grid[1:]:
-            row = [row[0].strip() if i == 0 else c for i, c in enumerate(row)]
-            lines.append("| " + " | ".join(row) + " |")
-        lines += ["", "| total | |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in self._totals()]
-        return "\n".join(lines) + "\n"
+        return self._render("markdown", depth)
 
     def csv(self, depth: int | None = None) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        for i, row in enumerate(self._grid(depth)):
-            writer.writerow([c.strip().replace(",", "") if i else c for c in row])
-        return out.getvalue()
+        return self._render("csv", depth)
 
+    def _render(self, fmt: str, depth: int | None) -> str:
+        from .render import render
+        from .render.documents import summary_document
 
-def _extra(count: OpCount) -> str:
-    parts = [f"{getattr(count, k):,} {k}" for k in ("compares", "divides", "specials")]
-    parts = [p for p, k in zip(parts, ("compares", "divides", "specials")) if getattr(count, k)]
-    return (", " + ", ".join(parts)) if parts else ""
+        return render(summary_document(self, depth), fmt)
 
 
 def _shown(row: LayerRow, depth: int | None) -> bool:
@@ -259,8 +193,8 @@ def _shown(row: LayerRow, depth: int | None) -> bool:
 class _Walker:
     """Walks a module tree in execution order, recording a row per layer and per container."""
 
-    def __init__(self, batch: int, count: str, itemsize: int) -> None:
-        self.batch, self.count, self.itemsize = batch, count, itemsize
+    def __init__(self, batch: int, count: str, itemsize: int, explain: bool = False) -> None:
+        self.batch, self.count, self.itemsize, self.explain = batch, count, itemsize, explain
         self.rows: list[LayerRow] = []
         self.unsupported: list[str] = []
 
@@ -282,6 +216,8 @@ class _Walker:
             None,
         )
         row.field = _next_field(spec, shape, out, f)
+        if self.explain:
+            row.explanation = spec.explain(shape, self.batch, self.count)
         self.rows.append(row)
         return out, row.field
 
@@ -404,30 +340,8 @@ class _Walker:
 
 
 def _next_field(spec: Any, shape: Any, out: Shape, f: Field | None) -> Field | None:
-    """The receptive field after one layer."""
-    if f is None:
-        return None
-    if isinstance(spec, ConvSpec):
-        return f.window(
-            spec.kernel_size, spec.stride, spec.dilation, tuple(p[0] for p in spec.padding)
-        )
-    if isinstance(spec, PoolSpec):
-        return f.window(spec.kernel_size, spec.stride, spec.dilation, spec.padding)
-    if isinstance(spec, ConvTransposeSpec):
-        return f.transposed(spec.kernel_size, spec.stride, spec.dilation, spec.padding)
-    if isinstance(spec, AdaptivePoolSpec):
-        sizes, outs = shape[1:], out[1:]
-        if all(o == 1 for o in outs):
-            return f.as_global()
-        if all(s % o == 0 for s, o in zip(sizes, outs)):
-            k = tuple(s // o for s, o in zip(sizes, outs))
-            return f.window(k, k, (1,) * len(k), (0,) * len(k))
-        return Field(f.size, f.stride, f.padding, undefined=True)
-    if isinstance(spec, LinearSpec):
-        return f.as_global()
-    if isinstance(spec, MeanSpec) and any(axis >= 1 for axis in spec._axes(shape)):
-        return f.as_global()  # a mean over spatial axes sees the whole input
-    return f
+    """The receptive field after one layer, by the layer's own rule."""
+    return None if f is None else spec.receptive_field(f, shape, out)
 
 
 def _resolve(model: Any, input_shape: Sequence[int]) -> tuple[Module, str]:
@@ -454,15 +368,17 @@ def summary(
     batch: int = 1,
     count: str = "exact",
     dtype: str = "float32",
+    explain: bool = False,
 ) -> Report:
     """Analyses a network for an input shape (channel-first, without the batch), symbolically:
-    no weights are allocated and nothing is computed on tensors."""
+    no weights are allocated and nothing is computed on tensors. With ``explain`` each layer's
+    row also holds its worked derivation."""
     module, label = _resolve(model, input_shape)
     if count not in COUNT_MODES:
         raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")
     shape = tuple(input_shape)
     itemsize = np.dtype(dtype).itemsize
-    walker = _Walker(check_batch(batch), count, itemsize)
+    walker = _Walker(check_batch(batch), count, itemsize, explain)
     spatial = len(shape) - 1
     walker.walk(module, "", 0, shape, Field.identity(spatial) if spatial >= 1 else None)
     return Report(label, shape, batch, count, walker.rows, itemsize, walker.unsupported)

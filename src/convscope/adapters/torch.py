@@ -1,41 +1,28 @@
 """PyTorch models as convscope graphs: traced with torch.fx, shapes propagated on fake tensors
-(no weights read, no arithmetic run), and every traced operation mapped to a convscope spec.
-An operation without a mapping is listed in ``Graph.unsupported``, never counted as zero."""
+(no weights read, no arithmetic run), and every traced operation mapped to a convscope spec by
+the rules the operation families declare (``convscope.registry``). An operation without a rule
+is listed in ``Graph.unsupported``, never counted as zero."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.fx
 import torch.nn as tnn
-import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..containers import Graph, Node
+from .. import registry
+from ..containers import Graph, Node, OpaqueSpec
 from ..errors import ConvScopeError
 from ..geometry import Shape
-from ..ops.activation import ElementwiseSpec
 from ..ops.base import Op
-from ..ops.conv import ConvSpec
-from ..ops.conv_transpose import ConvTransposeSpec
-from ..ops.linear import LinearSpec
-from ..ops.normalization import BatchNormSpec, LayerNormSpec
-from ..ops.pooling import AdaptivePoolSpec, PoolSpec
-from ..ops.structural import (
-    AddSpec,
-    ConcatSpec,
-    FlattenSpec,
-    MeanSpec,
-    MulSpec,
-    OpaqueSpec,
-    PermuteSpec,
-    ReshapeSpec,
-    SliceSpec,
-)
+from ..ops.structural import SliceSpec, batch_free_dim
 
 TRACE_BATCH = 2  # the batch of the traced input: 2 tells the batch axis from a size-1 axis
 
@@ -126,8 +113,39 @@ class _Opaque:
     inputs: tuple[str, ...]
 
 
-class _Unsupported(Exception):
-    """Raised by a handler for an operation it cannot count; the message says why."""
+_Unsupported = registry.Unsupported
+
+#: Calls whose result is a tuple of parts of one tensor, read by getitem: tracing plumbing.
+_PARTS = ("torch.chunk", "torch.split", "Tensor.chunk", "Tensor.split")
+
+
+def _target(path: str) -> Any:
+    """The object a dotted path names (``torch.nn.functional.relu``), or the method name of a
+    ``Tensor.NAME`` path; None when this torch has no such object."""
+    if path.startswith("Tensor."):
+        return path.removeprefix("Tensor.")
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        parent, _, child = module.rpartition(".")
+        try:
+            return getattr(getattr(importlib.import_module(parent), child), name)
+        except (ImportError, AttributeError):
+            return None
+
+
+@functools.cache
+def _call_rules() -> dict[Any, registry.CallRule]:
+    """Every traced call the families map, keyed by function object or method name."""
+    rules = {_target(path): rule for path, rule in registry.torch_functions().items()}
+    rules.pop(None, None)
+    return rules
+
+
+@functools.cache
+def _parts_targets() -> set[Any]:
+    return {_target(path) for path in _PARTS} - {None}
 
 
 def _qualified(target: Any) -> str:
@@ -197,18 +215,66 @@ class _Builder:
         if n.op == "call_function" and n.target is operator.getitem:
             self._getitem(n)
             return
-        if n.op == "call_module":
-            handler = _MODULES.get(type(self.modules[n.target]))
-        elif n.op == "call_method":
-            handler = _METHODS.get(n.target)
-        else:
-            handler = _FUNCTIONS.get(n.target)
         try:
-            if handler is None:
-                raise _Unsupported("")
-            handler(self, n)
-        except _Unsupported as why:
+            if n.op == "call_module":
+                self._module(n)
+            elif n.target in _parts_targets():
+                self._split(n)
+            else:
+                self._function(n)
+        except ConvScopeError as why:
             self._unsupported(n, str(why))
+
+    def _module(self, n: torch.fx.Node) -> None:
+        """A torch.nn module by its family's rule."""
+        module = self.modules[n.target]
+        cls = type(module)
+        rule = registry.torch_modules().get(cls.__name__)
+        if rule is None or not cls.__module__.startswith("torch.nn"):
+            raise _Unsupported("")
+        if len(n.args) != 1 or n.kwargs:
+            raise _Unsupported("called with more than one argument")
+        x = self.step(n, n.args[0])
+        spec = rule(module)
+        if spec is None:
+            self.env[n] = x
+        else:
+            self.emit(n, spec, [x])
+
+    def _function(self, n: torch.fx.Node) -> None:
+        """A traced function or method by its family's rule, on torch-free arguments."""
+        rule = _call_rules().get(n.target)
+        if rule is None:
+            raise _Unsupported("")
+        operands: list[str] = []
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, (list, tuple)):
+                return type(value)(plain(v) for v in value)
+            if not isinstance(value, torch.fx.Node):
+                return value
+            found = self.env.get(value)
+            if isinstance(found, _Constant):
+                raise _Unsupported(f"reads the tensor '{found.name}' directly")
+            if isinstance(found, str):
+                operands.append(found)
+                return registry.Tensor(self.shapes[found])
+            if isinstance(found, (_Parts, _Opaque)):
+                raise _Unsupported("an operand that is not a tensor computed from the input")
+            return self.values.get(value)  # a size or other plain value, as traced
+
+        args = plain(tuple(n.args))
+        kwargs = {k: plain(v) for k, v in n.kwargs.items()}
+        if not operands:
+            raise _Unsupported("an operand that is not a tensor computed from the input")
+        call = registry.TorchCall(
+            args[1:], kwargs, tuple(self.shapes[o] for o in operands), self.traced(n)
+        )
+        spec = rule(call)
+        if spec is None:
+            self.env[n] = operands[0]
+        else:
+            self.emit(n, spec, operands)
 
     # -- emitting steps -------------------------------------------------------------------
     def tensor(self, arg: Any) -> str | None:
@@ -246,12 +312,15 @@ class _Builder:
             raise _Unsupported(f"convscope's output shape {out} differs from the traced {expected}")
         self._add(name or (n.target if n.op == "call_module" else n.name), spec, inputs, n, out)
 
-    def alias(self, n: torch.fx.Node, arg: Any) -> None:
-        """Node ``n`` is its argument (contiguous, clone, Identity)."""
-        self.env[n] = self.step(n, arg)
-
-    def _add(self, name: str, spec: Op, inputs: Sequence[str], n: torch.fx.Node, out: Shape,
-             kind: str | None = None) -> None:  # fmt: skip
+    def _add(
+        self,
+        name: str,
+        spec: Op,
+        inputs: Sequence[str],
+        n: torch.fx.Node,
+        out: Shape,
+        kind: str | None = None,
+    ) -> None:
         base, i = name, 1
         while name in self.shapes:
             name, i = f"{base}_{i}", i + 1
@@ -281,6 +350,17 @@ class _Builder:
             self._add(n.name, spec, inputs, n, value[1:], f"{_short(label)} (not counted)")
         else:
             self.env[n] = None
+
+    def _split(self, n: torch.fx.Node) -> None:
+        """chunk and split: the pieces' bounds along the axis, from the traced shapes."""
+        x = self.step(n, n.args[0])
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+        resolved = batch_free_dim(dim, len(self.shapes[x]) + 1)
+        bounds, start = [], 0
+        for shape in self.values[n]:
+            bounds.append((start, start + shape[resolved]))
+            start += shape[resolved]
+        self.env[n] = _Parts(x, resolved, tuple(bounds))
 
     def _getitem(self, n: torch.fx.Node) -> None:
         source, index = n.args
@@ -320,354 +400,3 @@ def _node_args(n: torch.fx.Node) -> list[torch.fx.Node]:
     found: list[torch.fx.Node] = []
     torch.fx.node.map_arg((n.args, n.kwargs), found.append)
     return found
-
-
-def _bind(n: torch.fx.Node, *names_defaults: tuple[str, Any]) -> list[Any]:
-    """The call's arguments after the tensor, by position or keyword, with defaults."""
-    args = list(n.args[1:])
-    out = []
-    for i, (name, default) in enumerate(names_defaults):
-        out.append(args[i] if i < len(args) else n.kwargs.get(name, default))
-    return out
-
-
-def _dim(dim: Any, rank: int) -> int:
-    """A PyTorch axis (with the batch) resolved; the batch axis itself is refused."""
-    if not isinstance(dim, int):
-        raise _Unsupported(f"a dim that is not an int: {dim!r}")
-    resolved = dim + rank if dim < 0 else dim
-    if resolved == 0:
-        raise _Unsupported("it acts along the batch axis")
-    return resolved
-
-
-# -- handlers ---------------------------------------------------------------------------------
-Handler = Callable[[_Builder, torch.fx.Node], None]
-
-
-def _module_handler(build: Callable[[Any], Op | None]) -> Handler:
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        if len(n.args) != 1 or n.kwargs:
-            raise _Unsupported("called with more than one argument")
-        x = b.step(n, n.args[0])
-        spec = build(b.modules[n.target])
-        if spec is None:
-            b.alias(n, n.args[0])
-        else:
-            b.emit(n, spec, [x])
-
-    return handle
-
-
-def _conv(ndim: int) -> Callable[[Any], Op]:
-    def build(m: Any) -> Op:
-        return ConvSpec.create(
-            ndim, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-            m.groups, m.bias is not None, m.padding_mode,
-        )  # fmt: skip
-
-    return build
-
-
-def _conv_transpose(ndim: int) -> Callable[[Any], Op]:
-    def build(m: Any) -> Op:
-        if m.padding_mode != "zeros":
-            raise _Unsupported(f"padding_mode {m.padding_mode!r}")
-        return ConvTransposeSpec.create(
-            ndim, m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-            m.output_padding, m.groups, m.bias is not None, m.dilation,
-        )  # fmt: skip
-
-    return build
-
-
-def _max_pool(ndim: int) -> Callable[[Any], Op]:
-    def build(m: Any) -> Op:
-        if m.return_indices:
-            raise _Unsupported("return_indices=True")
-        return PoolSpec.create(
-            ndim, "max", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
-        )
-
-    return build
-
-
-def _avg_pool(ndim: int) -> Callable[[Any], Op]:
-    def build(m: Any) -> Op:
-        divisor = getattr(m, "divisor_override", None)
-        return PoolSpec.create(
-            ndim, "avg", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode,
-            m.count_include_pad, divisor,
-        )  # fmt: skip
-
-    return build
-
-
-def _adaptive(ndim: int, mode: str) -> Callable[[Any], Op]:
-    def build(m: Any) -> Op:
-        if getattr(m, "return_indices", False):
-            raise _Unsupported("return_indices=True")
-        return AdaptivePoolSpec.create(ndim, mode, m.output_size)
-
-    return build
-
-
-def _gelu_spec(approximate: str) -> Op:
-    if approximate != "none":
-        raise _Unsupported(f"approximate={approximate!r}; only the erf form is counted")
-    return ElementwiseSpec("GELU")
-
-
-def _layer_norm(m: Any) -> Op:
-    return LayerNormSpec(
-        tuple(m.normalized_shape), m.eps, m.elementwise_affine, getattr(m, "bias", None) is not None
-    )
-
-
-_MODULES: dict[type, Handler] = {
-    **{
-        cls: _module_handler(_conv(d))
-        for d, cls in ((1, tnn.Conv1d), (2, tnn.Conv2d), (3, tnn.Conv3d))
-    },
-    **{
-        cls: _module_handler(_conv_transpose(d))
-        for d, cls in ((1, tnn.ConvTranspose1d), (2, tnn.ConvTranspose2d), (3, tnn.ConvTranspose3d))
-    },
-    **{
-        cls: _module_handler(
-            lambda m, d=d: BatchNormSpec(
-                d, m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats
-            )
-        )
-        for d, cls in ((1, tnn.BatchNorm1d), (2, tnn.BatchNorm2d), (3, tnn.BatchNorm3d))
-    },
-    **{
-        cls: _module_handler(_max_pool(d))
-        for d, cls in ((1, tnn.MaxPool1d), (2, tnn.MaxPool2d), (3, tnn.MaxPool3d))
-    },
-    **{
-        cls: _module_handler(_avg_pool(d))
-        for d, cls in ((1, tnn.AvgPool1d), (2, tnn.AvgPool2d), (3, tnn.AvgPool3d))
-    },
-    **{
-        cls: _module_handler(_adaptive(d, mode))
-        for d, mode, cls in (
-            (1, "avg", tnn.AdaptiveAvgPool1d),
-            (2, "avg", tnn.AdaptiveAvgPool2d),
-            (3, "avg", tnn.AdaptiveAvgPool3d),
-            (1, "max", tnn.AdaptiveMaxPool1d),
-            (2, "max", tnn.AdaptiveMaxPool2d),
-            (3, "max", tnn.AdaptiveMaxPool3d),
-        )
-    },
-    tnn.Linear: _module_handler(
-        lambda m: LinearSpec(m.in_features, m.out_features, m.bias is not None)
-    ),
-    tnn.LayerNorm: _module_handler(_layer_norm),
-    tnn.LeakyReLU: _module_handler(
-        lambda m: ElementwiseSpec("LeakyReLU", negative_slope=m.negative_slope)
-    ),
-    tnn.GELU: _module_handler(lambda m: _gelu_spec(m.approximate)),
-    tnn.Dropout: _module_handler(lambda m: ElementwiseSpec("Dropout", p=m.p)),
-    tnn.Flatten: _module_handler(lambda m: FlattenSpec(m.start_dim, m.end_dim)),
-    tnn.Identity: _module_handler(lambda m: None),
-    **{
-        cls: _module_handler(lambda m, op=cls.__name__: ElementwiseSpec(op))
-        for cls in (
-            tnn.ReLU,
-            tnn.ReLU6,
-            tnn.Sigmoid,
-            tnn.Tanh,
-            tnn.SiLU,
-            tnn.Hardswish,
-            tnn.Hardsigmoid,
-        )
-    },
-}
-
-
-def _elementwise(op: str, *names_defaults: tuple[str, Any]) -> Handler:
-    """relu(x), x.relu(), F.leaky_relu(x, slope), F.gelu(x, approximate=...), F.dropout(x, p)."""
-
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        x = b.step(n, n.args[0])
-        extra = dict(zip((k for k, _ in names_defaults), _bind(n, *names_defaults)))
-        if op == "GELU":
-            spec = _gelu_spec(extra["approximate"])
-        elif op == "LeakyReLU":
-            spec = ElementwiseSpec(op, negative_slope=extra["negative_slope"])
-        elif op == "Dropout":
-            spec = ElementwiseSpec(op, p=extra["p"])
-        else:
-            spec = ElementwiseSpec(op)
-        b.emit(n, spec, [x])
-
-    return handle
-
-
-def _binary(kind: str) -> Handler:
-    """x + y (equal shapes) and x * y (broadcasting), both computed from the input."""
-
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        if len(n.args) != 2 or set(n.kwargs) - {"out"} or n.kwargs.get("out") is not None:
-            raise _Unsupported("not a plain binary call (alpha or extra arguments)")
-        left, right = (b.tensor(a) for a in n.args)
-        if left is None or right is None:
-            raise _Unsupported("an operand that is a constant, not computed from the input")
-        b.emit(n, AddSpec() if kind == "add" else MulSpec(), [left, right])
-
-    return handle
-
-
-def _cat(b: _Builder, n: torch.fx.Node) -> None:
-    tensors = n.args[0] if n.args else n.kwargs.get("tensors")
-    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
-    steps = [b.step(n, t) for t in tensors]
-    if len(steps) == 1:
-        b.env[n] = steps[0]
-        return
-    _dim(dim, len(b.shapes[steps[0]]) + 1)
-    b.emit(n, ConcatSpec(dim), steps)
-
-
-def _flatten(b: _Builder, n: torch.fx.Node) -> None:
-    start, end = _bind(n, ("start_dim", 0), ("end_dim", -1))
-    b.emit(n, FlattenSpec(start, end), [b.step(n, n.args[0])])
-
-
-def _reshape(b: _Builder, n: torch.fx.Node) -> None:
-    x = b.step(n, n.args[0])
-    b.emit(n, ReshapeSpec(b.traced(n)), [x])
-
-
-def _permute(b: _Builder, n: torch.fx.Node) -> None:
-    x = b.step(n, n.args[0])
-    rank = len(b.shapes[x]) + 1
-    dims = n.args[1:] if len(n.args) > 1 else (n.kwargs.get("dims"),)
-    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-        dims = tuple(dims[0])
-    dims = tuple(d + rank if isinstance(d, int) and d < 0 else d for d in dims)
-    if dims[:1] != (0,):
-        raise _Unsupported("it moves the batch axis")
-    b.emit(n, PermuteSpec(dims), [x])
-
-
-def _transpose(b: _Builder, n: torch.fx.Node) -> None:
-    x = b.step(n, n.args[0])
-    rank = len(b.shapes[x]) + 1
-    d0, d1 = (_dim(d, rank) for d in _bind(n, ("dim0", None), ("dim1", None)))
-    dims = list(range(rank))
-    dims[d0], dims[d1] = dims[d1], dims[d0]
-    b.emit(n, PermuteSpec(tuple(dims)), [x])
-
-
-def _split(b: _Builder, n: torch.fx.Node) -> None:
-    """chunk and split: the pieces' bounds along the axis, from the traced shapes."""
-    x = b.step(n, n.args[0])
-    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
-    rank = len(b.shapes[x]) + 1
-    resolved = _dim(dim, rank)
-    bounds, start = [], 0
-    for shape in b.values[n]:
-        bounds.append((start, start + shape[resolved]))
-        start += shape[resolved]
-    b.env[n] = _Parts(x, resolved, tuple(bounds))
-
-
-def _mean(b: _Builder, n: torch.fx.Node) -> None:
-    x = b.step(n, n.args[0])
-    dim, keepdim = _bind(n, ("dim", None), ("keepdim", False))
-    if dim is None:
-        raise _Unsupported("a mean over every axis, the batch included")
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    rank = len(b.shapes[x]) + 1
-    b.emit(n, MeanSpec(tuple(_dim(d, rank) for d in dims), bool(keepdim)), [x])
-
-
-def _adaptive_fn(ndim: int, mode: str) -> Handler:
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        (size,) = _bind(n, ("output_size", None))
-        if mode == "max" and _bind(n, ("output_size", None), ("return_indices", False))[1]:
-            raise _Unsupported("return_indices=True")
-        b.emit(n, AdaptivePoolSpec.create(ndim, mode, size), [b.step(n, n.args[0])])
-
-    return handle
-
-
-def _max_pool_fn(ndim: int) -> Handler:
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        k, s, p, d, ceil, indices = _bind(
-            n, ("kernel_size", None), ("stride", None), ("padding", 0), ("dilation", 1),
-            ("ceil_mode", False), ("return_indices", False),
-        )  # fmt: skip
-        if indices:
-            raise _Unsupported("return_indices=True")
-        spec = PoolSpec.create(ndim, "max", k, s or None, p, d, ceil)
-        b.emit(n, spec, [b.step(n, n.args[0])])
-
-    return handle
-
-
-def _avg_pool_fn(ndim: int) -> Handler:
-    def handle(b: _Builder, n: torch.fx.Node) -> None:
-        k, s, p, ceil, include, divisor = _bind(
-            n, ("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
-            ("count_include_pad", True), ("divisor_override", None),
-        )  # fmt: skip
-        spec = PoolSpec.create(ndim, "avg", k, s or None, p, 1, ceil, include, divisor)
-        b.emit(n, spec, [b.step(n, n.args[0])])
-
-    return handle
-
-
-def _alias(b: _Builder, n: torch.fx.Node) -> None:
-    b.alias(n, n.args[0])
-
-
-_SIMPLE = {
-    "ReLU": (F.relu, torch.relu, "relu", "relu_"),
-    "ReLU6": (F.relu6, "relu6"),
-    "Sigmoid": (F.sigmoid, torch.sigmoid, "sigmoid", "sigmoid_"),
-    "Tanh": (F.tanh, torch.tanh, "tanh", "tanh_"),
-    "SiLU": (F.silu,),
-    "Hardswish": (F.hardswish,),
-    "Hardsigmoid": (F.hardsigmoid,),
-}
-
-_TABLE: dict[Any, Handler] = {
-    **{t: _elementwise(op) for op, targets in _SIMPLE.items() for t in targets},
-    F.leaky_relu: _elementwise("LeakyReLU", ("negative_slope", 0.01)),
-    F.gelu: _elementwise("GELU", ("approximate", "none")),
-    F.dropout: _elementwise("Dropout", ("p", 0.5)),
-    **{t: _binary("add") for t in (operator.add, operator.iadd, torch.add, "add", "add_")},
-    **{t: _binary("mul") for t in (operator.mul, operator.imul, torch.mul, "mul", "mul_")},
-    torch.cat: _cat,
-    torch.concat: _cat,
-    torch.flatten: _flatten,
-    "flatten": _flatten,
-    **{t: _reshape for t in ("view", "reshape", "unflatten", "squeeze", "unsqueeze")},
-    **{t: _reshape for t in (torch.reshape, torch.unflatten, torch.squeeze, torch.unsqueeze)},
-    torch.permute: _permute,
-    "permute": _permute,
-    torch.transpose: _transpose,
-    "transpose": _transpose,
-    **{t: _split for t in (torch.chunk, torch.split, "chunk", "split")},
-    torch.mean: _mean,
-    "mean": _mean,
-    **{t: _alias for t in ("contiguous", "clone", "detach", torch.clone)},
-    **{
-        fn: _adaptive_fn(d, mode)
-        for d, mode, fn in (
-            (1, "avg", F.adaptive_avg_pool1d),
-            (2, "avg", F.adaptive_avg_pool2d),
-            (3, "avg", F.adaptive_avg_pool3d),
-            (1, "max", F.adaptive_max_pool1d),
-            (2, "max", F.adaptive_max_pool2d),
-            (3, "max", F.adaptive_max_pool3d),
-        )
-    },
-    **{fn: _max_pool_fn(d) for d, fn in ((1, F.max_pool1d), (2, F.max_pool2d), (3, F.max_pool3d))},
-    **{fn: _avg_pool_fn(d) for d, fn in ((1, F.avg_pool1d), (2, F.avg_pool2d), (3, F.avg_pool3d))},
-}
-_METHODS = {k: v for k, v in _TABLE.items() if isinstance(k, str)}
-_FUNCTIONS = {k: v for k, v in _TABLE.items() if not isinstance(k, str)}

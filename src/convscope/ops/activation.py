@@ -1,21 +1,25 @@
-"""Pointwise activations and dropout, counted branch-free per element (docs/counting.md)."""
+"""Pointwise activations and dropout, counted branch-free per element (docs/counting.md): the
+configuration, rules, passes, modules and registration of the activation family."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import random as _random
+from .. import registry
 from ..arrays import expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import LayerConfigError, NotComposableError
 from ..explain import Working, shape_text
-from ..geometry import Shape, prod
+from ..geometry import Shape, check_sizes, prod
+from ..grammar import Context, LayerKind
 from ..module import Module
-from .base import Op
+from .base import LinearMap, Op, no_macs, no_params, pointwise_field
 
 # name: (forward per element, backward per element, formula shown)
 ACTIVATIONS: dict[str, tuple[OpCount, OpCount, str]] = {
@@ -73,6 +77,9 @@ class ElementwiseSpec(Op):
     op: str
     negative_slope: float = 0.01
     p: float = 0.5
+    inplace: bool = False
+
+    _hidden: ClassVar = ("op",)
 
     def __post_init__(self) -> None:
         if self.op not in ACTIVATIONS:
@@ -86,16 +93,8 @@ class ElementwiseSpec(Op):
     def name(self) -> str:
         return self.op
 
-    def describe(self) -> str:
-        if self.op == "LeakyReLU":
-            return f"negative_slope={self.negative_slope}"
-        return f"p={self.p}" if self.op == "Dropout" else ""
-
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = tuple(input_shape)
-        if not shape or not all(isinstance(v, int) and v >= 1 for v in shape):
-            raise ShapeError(f"{self.op} takes a non-empty shape of sizes >= 1, got {shape}")
-        return shape
+        return check_sizes(input_shape, self.op)
 
     def _shape(self, input_shape: Shape, w: Working) -> Shape:
         w.section("Output shape")
@@ -111,6 +110,23 @@ class ElementwiseSpec(Op):
         m = w.let("m", "N · E", batch * size, {"N": batch, "E": size}, why="E: elements per image")
         w.note(f"forward per element: {_per_element(forward)}; backward: {_per_element(backward)}")
         return Cost(_scaled(forward, m), _scaled(backward, m))
+
+    _params = no_params
+    _macs = no_macs
+    receptive_field = pointwise_field
+
+    def linear_map(self, channels: int | None, module: Module | None = None) -> LinearMap:
+        """None: an activation is not linear, and dropout is random in training."""
+        if self.op == "Dropout":
+            raise NotComposableError(
+                "multiplies by a random mask in training and is the identity in eval: not one "
+                "fixed convolution; remove it from the chain"
+            )
+        formula = "x if x > 0 else a·x" if self.op == "LeakyReLU" else ACTIVATIONS[self.op][2]
+        raise NotComposableError(
+            f"is not linear ({self.op}(x) = {formula}): f(a + b) ≠ f(a) + f(b), so the layers "
+            "around it are not one convolution"
+        )
 
 
 def _per_element(count: OpCount) -> str:
@@ -341,6 +357,32 @@ def gelu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
     return grad_out * (_normal_cdf(x64) + x64 * pdf).astype(x.dtype, copy=False)
 
 
+def hardsigmoid(x: np.ndarray) -> np.ndarray:
+    """min(max(x + 3, 0), 6) / 6."""
+    x = _input(x)
+    return np.clip(x + 3, 0, 6) / 6
+
+
+def hardsigmoid_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of hardsigmoid w.r.t. its input: 1/6 on −3 < x < 3, else 0 (as PyTorch)."""
+    grad_out, x = _grad(grad_out, x)
+    return np.where((x > -3) & (x < 3), grad_out / 6, 0).astype(x.dtype, copy=False)
+
+
+def hardswish(x: np.ndarray) -> np.ndarray:
+    """x · min(max(x + 3, 0), 6) / 6."""
+    x = _input(x)
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def hardswish_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The gradient of hardswish w.r.t. its input: 0 below −3, 1 above 3, (2x + 3)/6 between
+    (both ends included, as PyTorch)."""
+    grad_out, x = _grad(grad_out, x)
+    slope = np.where(x < -3, 0, np.where(x <= 3, (2 * x + 3) / 6, 1))
+    return (grad_out * slope).astype(x.dtype, copy=False)
+
+
 def dropout(
     x: np.ndarray,
     p: float = 0.5,
@@ -375,93 +417,155 @@ def dropout_backward(grad_out: np.ndarray, mask: np.ndarray | None) -> np.ndarra
 
 # -- running: modules -----------------------------------------------------------------------
 
+#: The engine of each activation: (forward, backward).
+ENGINE: dict[str, tuple[Callable[..., np.ndarray], Callable[..., np.ndarray]]] = {
+    "ReLU": (relu, relu_backward),
+    "ReLU6": (relu6, relu6_backward),
+    "LeakyReLU": (leaky_relu, leaky_relu_backward),
+    "Sigmoid": (sigmoid, sigmoid_backward),
+    "Tanh": (tanh, tanh_backward),
+    "SiLU": (silu, silu_backward),
+    "GELU": (gelu, gelu_backward),
+    "Hardsigmoid": (hardsigmoid, hardsigmoid_backward),
+    "Hardswish": (hardswish, hardswish_backward),
+}
 
-class _Elementwise(Module):
-    op = "ReLU"
-    _forward: Callable[[np.ndarray], np.ndarray] = staticmethod(relu)
-    _backward: Callable[[np.ndarray, np.ndarray], np.ndarray] = staticmethod(relu_backward)
+
+class Activation(Module):
+    """A pointwise activation: forward keeps its input for backward."""
+
+    op: ClassVar[str] = "ReLU"
+    spec: ElementwiseSpec
 
     def __init__(self) -> None:
         self.spec = ElementwiseSpec(self.op)
 
+    def _arguments(self) -> dict[str, Any]:
+        return {"negative_slope": self.spec.negative_slope} if self.op == "LeakyReLU" else {}
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return self._forward(x)
+        """The activation of ``x`` (any shape)."""
+        self.save_for_backward(x)
+        return ENGINE[self.op][0](x, **self._arguments())
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self._backward(grad_out, self._x)
+        """The gradient w.r.t. the last forward's input."""
+        (x,) = self.saved()
+        return ENGINE[self.op][1](grad_out, x, **self._arguments())
 
 
-class ReLU(_Elementwise):
-    """max(x, 0)."""
+class InplaceActivation(Activation):
+    """An activation PyTorch lets compute in place; the engine computes out of place, with the
+    same values."""
 
-    op = "ReLU"
-
-
-class ReLU6(_Elementwise):
-    """min(max(x, 0), 6)."""
-
-    op = "ReLU6"
-    _forward = staticmethod(relu6)
-    _backward = staticmethod(relu6_backward)
+    def __init__(self, inplace: bool = False) -> None:
+        self.spec = ElementwiseSpec(self.op, inplace=bool(inplace))
 
 
-class Sigmoid(_Elementwise):
-    """1 / (1 + exp(−x))."""
-
-    op = "Sigmoid"
-    _forward = staticmethod(sigmoid)
-    _backward = staticmethod(sigmoid_backward)
+def _activation(op: str, inplace: bool) -> type[Activation]:
+    base = InplaceActivation if inplace else Activation
+    doc = f"{ACTIVATIONS[op][2]}, with PyTorch's arguments."
+    return type(base)(op, (base,), {"op": op, "__doc__": doc, "__module__": __name__})
 
 
-class Tanh(_Elementwise):
-    """tanh(x)."""
-
-    op = "Tanh"
-    _forward = staticmethod(tanh)
-    _backward = staticmethod(tanh_backward)
+ReLU, ReLU6, SiLU, Hardsigmoid, Hardswish = (
+    _activation(op, True) for op in ("ReLU", "ReLU6", "SiLU", "Hardsigmoid", "Hardswish")
+)
+Sigmoid, Tanh, GELU = (_activation(op, False) for op in ("Sigmoid", "Tanh", "GELU"))
 
 
-class SiLU(_Elementwise):
-    """x · sigmoid(x)."""
-
-    op = "SiLU"
-    _forward = staticmethod(silu)
-    _backward = staticmethod(silu_backward)
-
-
-class GELU(_Elementwise):
-    """0.5 · x · (1 + erf(x / √2))."""
-
-    op = "GELU"
-    _forward = staticmethod(gelu)
-    _backward = staticmethod(gelu_backward)
-
-
-class LeakyReLU(Module):
+class LeakyReLU(InplaceActivation):
     """x for x > 0, else negative_slope · x."""
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
-        self.spec = ElementwiseSpec("LeakyReLU", negative_slope=negative_slope)
+    op = "LeakyReLU"
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return leaky_relu(x, self.spec.negative_slope)
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return leaky_relu_backward(grad_out, self._x, self.spec.negative_slope)
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        self.spec = ElementwiseSpec("LeakyReLU", negative_slope=negative_slope, inplace=inplace)
 
 
 class Dropout(Module):
     """Zeroes each element with probability p in training and scales the rest by 1 / (1 − p)."""
 
-    def __init__(self, p: float = 0.5) -> None:
-        self.spec = ElementwiseSpec("Dropout", p=p)
+    spec: ElementwiseSpec
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        self.spec = ElementwiseSpec("Dropout", p=p, inplace=bool(inplace))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """In training draws a mask from ``convscope.random.generator()``; in eval the identity."""
-        y, self._mask = dropout(x, self.spec.p, self.training, _random.generator())
+        y, mask = dropout(x, self.spec.p, self.training, _random.generator())
+        self.save_for_backward(mask)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return dropout_backward(grad_out, self._mask)
+        (mask,) = self.saved()
+        return dropout_backward(grad_out, mask)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+_MODULES = {
+    cls.__name__: cls
+    for cls in (ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, SiLU, GELU, Hardsigmoid, Hardswish, Dropout)
+}
+
+
+def _call(op: str, *names_defaults: tuple[str, Any]) -> registry.CallRule:
+    """relu(x), x.relu(), F.leaky_relu(x, slope), F.gelu(x, approximate=...), F.dropout(x, p)."""
+
+    def rule(call: registry.TorchCall) -> Op:
+        extra = dict(zip((k for k, _ in names_defaults), call.bind(*names_defaults)))
+        if extra.pop("approximate", "none") != "none":
+            raise registry.Unsupported("approximate='tanh'; only the erf form is counted")
+        extra.pop("training", None)
+        extra.pop("inplace", None)
+        return ElementwiseSpec(op, **extra)
+
+    return rule
+
+
+_CALLS = {
+    "ReLU": ("torch.nn.functional.relu", "torch.relu", "Tensor.relu", "Tensor.relu_"),
+    "ReLU6": ("torch.nn.functional.relu6", "Tensor.relu6"),
+    "Sigmoid": (
+        "torch.nn.functional.sigmoid",
+        "torch.sigmoid",
+        "Tensor.sigmoid",
+        "Tensor.sigmoid_",
+    ),
+    "Tanh": ("torch.nn.functional.tanh", "torch.tanh", "Tensor.tanh", "Tensor.tanh_"),
+    "SiLU": ("torch.nn.functional.silu",),
+    "Hardswish": ("torch.nn.functional.hardswish",),
+    "Hardsigmoid": ("torch.nn.functional.hardsigmoid",),
+}
+
+
+def _build(op: str) -> Callable[[dict[str, Any], Context], Module]:
+    return lambda values, ctx: _MODULES[op]()
+
+
+FAMILY = registry.register(
+    registry.Family(
+        name="activation",
+        specs=(ElementwiseSpec,),
+        modules=_MODULES,
+        functional={
+            f.__name__: f for pair in (*ENGINE.values(), (dropout, dropout_backward)) for f in pair
+        },
+        spec_file={name.lower(): registry.SpecFileLayer(cls) for name, cls in _MODULES.items()},
+        torch=registry.TorchMapping(
+            modules={name: registry.mirror(cls) for name, cls in _MODULES.items()},
+            functions={
+                **{path: _call(op) for op, paths in _CALLS.items() for path in paths},
+                "torch.nn.functional.leaky_relu": _call("LeakyReLU", ("negative_slope", 0.01)),
+                "torch.nn.functional.gelu": _call("GELU", ("approximate", "none")),
+                "torch.nn.functional.dropout": _call("Dropout", ("p", 0.5), ("training", True)),
+            },
+        ),
+        kinds=tuple(
+            LayerKind(name.lower(), (), _build(name), help=ACTIVATIONS[name][2])
+            for name in _MODULES
+            if name != "Dropout"
+        ),
+    )
+)

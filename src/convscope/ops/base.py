@@ -1,15 +1,32 @@
-"""What every operation answers: shape, parameters, MACs and exact costs, with the working."""
+"""What every operation answers: shape, parameters, MACs and exact costs, with the working.
+
+An operation's configuration is its *spec*: a frozen dataclass, subclass of ``Op``, that
+validates itself on construction. Each family implements every face below in its own file; the
+base class gives no silent defaults (no zero parameters, no unchanged receptive field), and
+``registry.register`` refuses a spec class that leaves one out. A face that does not apply is
+declared explicitly, with ``no_params``, ``no_macs``, ``pointwise_field`` and the like.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..counting import COUNT_MODES, Cost, ParamCount
-from ..errors import ConvScopeError
+from ..errors import ConvScopeError, NotComposableError
 from ..explain import NO_WORKING, Explanation, Working
 from ..geometry import Shape, check_batch
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..module import Module
+    from ..receptive import Field
+    from .conv import ConvSpec
+
+#: The faces each spec class must define itself (``registry.register`` checks).
+FACES = ("_check_input", "_shape", "_params", "_macs", "_cost", "receptive_field", "linear_map")
 
 
 @dataclass(frozen=True)
@@ -27,15 +44,32 @@ class Analysis:
     explanation: Explanation | None = None
 
 
+@dataclass(frozen=True)
+class LinearMap:
+    """An operation read as a convolution, for ``compose``: the convolution, a sentence saying
+    how the operation is that convolution, and its dense float64 weight (C_out, C_in, *k) and
+    bias."""
+
+    conv: ConvSpec
+    reads_as: str
+    arrays: Callable[[], tuple[np.ndarray, np.ndarray | None]]
+
+
 class Op:
-    """Base of every operation's configuration. Subclasses are frozen dataclasses that validate
-    themselves on construction and implement ``_shape``, ``_params`` and ``_cost``."""
+    """Base of every operation's configuration.
 
-    # -- rules each family implements -------------------------------------------------------
-    def describe(self) -> str:
-        """The configuration as constructor arguments, for display."""
-        raise NotImplementedError
+    Subclasses are frozen dataclasses with PyTorch's argument names as fields. ``describe()``
+    shows the fields as constructor arguments: ``_positional`` ones by value, the rest as
+    ``name=value`` where the value differs from its default (the dataclass default, or the one
+    in ``_defaults``; a field with neither is always shown). ``_hidden`` fields name the variant
+    (rank, mode) and are not shown.
+    """
 
+    _positional: ClassVar[tuple[str, ...]] = ()
+    _hidden: ClassVar[tuple[str, ...]] = ()
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    # -- faces each family implements (no defaults: see FACES) --------------------------------
     def _check_input(self, input_shape: Any) -> Any:
         raise NotImplementedError
 
@@ -43,17 +77,53 @@ class Op:
         raise NotImplementedError
 
     def _params(self, w: Working) -> ParamCount:
-        return ParamCount()
+        raise NotImplementedError
 
     def _macs(self, input_shape: Any, output_shape: Shape, batch: int, w: Working) -> int:
-        return 0
+        raise NotImplementedError
 
     def _cost(
         self, input_shape: Any, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         raise NotImplementedError
 
-    # -- public faces -----------------------------------------------------------------------
+    def receptive_field(self, field: Field, input_shape: Any, output_shape: Shape) -> Field:
+        """The receptive field of an output after this operation, given the field of its input
+        (Araujo et al.; see ``convscope.receptive``)."""
+        raise NotImplementedError
+
+    def linear_map(self, channels: int | None, module: Module | None = None) -> LinearMap:
+        """This operation as one convolution of ``channels`` input channels, or
+        NotComposableError saying why it is none (a phrase that follows the layer's name)."""
+        raise NotImplementedError
+
+    # -- display --------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The layer's name, as PyTorch's class name (Conv2d, MaxPool3d, ...)."""
+        raise NotImplementedError
+
+    def _display(self, field: str) -> Any:
+        """A field's value as ``describe`` shows it (a hook for resolved values)."""
+        return getattr(self, field)
+
+    def describe(self) -> str:
+        """The configuration as constructor arguments, as PyTorch's ``extra_repr`` shows them:
+        only the values that differ from their defaults."""
+        parts = []
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.name in self._hidden:
+                continue
+            value = _compact(self._display(f.name))
+            if f.name in self._positional:
+                parts.append(repr(value))
+                continue
+            default = self._defaults.get(f.name, f.default)
+            if default is MISSING or value != _compact(default):
+                parts.append(f"{f.name}={value!r}")
+        return ", ".join(parts)
+
+    # -- public faces ---------------------------------------------------------------------------
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         """The output shape for an input shape, both channel-first and without the batch."""
         return self._shape(self._check_input(input_shape), NO_WORKING)
@@ -71,7 +141,7 @@ class Op:
         """Exact operation counts of the forward pass and of each backward output."""
         shape = self._check_input(input_shape)
         out = self._shape(shape, NO_WORKING)
-        return self._cost(shape, out, check_batch(batch), _check_count(count), NO_WORKING)
+        return self._cost(shape, out, check_batch(batch), check_count(count), NO_WORKING)
 
     def analyze(
         self,
@@ -84,7 +154,7 @@ class Op:
         w = Working(record=explain)
         shape = self._check_input(input_shape)
         batch = check_batch(batch)
-        count = _check_count(count)
+        count = check_count(count)
         out = self._shape(shape, w)
         params = self._params(w)
         cost = self._cost(shape, out, batch, count, w)
@@ -102,24 +172,63 @@ class Op:
         return explanation
 
 
-def describe_args(*positional: Any, **keywords: tuple[Any, Any]) -> str:
-    """Constructor arguments as PyTorch's repr shows them: positional values, then each
-    keyword given as (value, default) only where it differs from its default. A per-axis
-    tuple whose entries agree is shown as one value."""
-
-    def compact(value: Any) -> Any:
-        if isinstance(value, tuple) and value and all(v == value[0] for v in value):
-            return compact(value[0]) if not isinstance(value[0], tuple) else value
-        return value
-
-    parts = [repr(compact(v)) for v in positional]
-    for name, (value, default) in keywords.items():
-        if compact(value) != compact(default):
-            parts.append(f"{name}={compact(value)!r}")
-    return ", ".join(parts)
+def _compact(value: Any) -> Any:
+    """A per-axis tuple whose entries agree, as one value (as PyTorch's repr shows it)."""
+    if isinstance(value, tuple) and value and all(v == value[0] for v in value):
+        return _compact(value[0]) if not isinstance(value[0], tuple) else value
+    return value
 
 
-def _check_count(count: str) -> str:
+def check_count(count: str) -> str:
+    """``count`` as one of the counting modes (docs/counting.md)."""
     if count not in COUNT_MODES:
         raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")
     return count
+
+
+# -- explicit declarations for the faces that do not apply ------------------------------------
+
+
+def no_params(self: Op, w: Working) -> ParamCount:
+    """The face of an operation without weights, biases or buffers."""
+    return ParamCount()
+
+
+def no_macs(self: Op, input_shape: Any, output_shape: Shape, batch: int, w: Working) -> int:
+    """The face of an operation that is no multiply-accumulate in the torchvision convention."""
+    return 0
+
+
+def pointwise_field(self: Op, field: Field, input_shape: Any, output_shape: Shape) -> Field:
+    """The face of an operation whose output entry depends on the same position of its input
+    only: the receptive field is unchanged."""
+    return field
+
+
+def not_linear(why: str) -> Callable[..., LinearMap]:
+    """The face of an operation that is no fixed convolution; ``why`` may name the spec's fields
+    as ``{spec.field}``."""
+
+    def linear_map(self: Op, channels: int | None, module: Module | None = None) -> LinearMap:
+        raise NotComposableError(why.format(spec=self))
+
+    return linear_map
+
+
+# -- one definition for the 1-D, 2-D and 3-D variants of a layer ------------------------------
+
+RANKS = (1, 2, 3)
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+
+
+def rank_function(function: F, name: str, doc: str) -> F:
+    """``function`` (a closure over a rank) published under its rank's name and docstring."""
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
+
+
+def rank_class(base: C, ndim: int, name: str, doc: str) -> C:
+    """The subclass of ``base`` for one rank (``ndim``), defined in ``base``'s module."""
+    return type(base)(name, (base,), {"ndim": ndim, "__doc__": doc, "__module__": base.__module__})

@@ -1,25 +1,46 @@
-"""Transposed convolution (1-D, 2-D, 3-D): configuration, shape rule, parameters, exact costs.
+"""Transposed convolution (1-D, 2-D, 3-D): configuration, shape rule, parameters, exact costs,
+working, receptive field, the forward and backward passes, the modules and the registration.
 
-Its forward is the input gradient of the convolution with the same kernel, stride, padding and
-dilation whose input has this layer's output size; its input gradient is that convolution's
-forward. The costs below are the convolution's with the roles swapped.
+A transposed convolution is the adjoint of the convolution ``conv`` with the same kernel,
+stride, padding and dilation whose input has this layer's output size: its forward is conv's
+input gradient (then cropped), its input gradient is conv's forward, and its weight gradient is
+conv's weight gradient with the roles of input and output swapped. Its counts are conv's, by the
+same rule over the same windows, with the roles swapped; only the bias and the dense count's
+uncropped output are its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .. import registry
 from ..arrays import expect_rank, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import LayerConfigError, ShapeError
-from ..explain import Working, axis_dict, product_symbols, shape_text
-from ..geometry import PadPairs, Shape, Windows, axis_names, check_input, int_tuple, prod
-from ..module import WeightedModule
-from .base import Op, describe_args
-from .conv import _conv_core, _pad, _pad_backward, check_arrays, check_channels
+from ..explain import Working, axis_dict, shape_text
+from ..geometry import (
+    PadPairs,
+    Shape,
+    Windows,
+    axis_names,
+    check_input,
+    int_tuple,
+    prod,
+    transpose_out_size,
+)
+from ..grammar import Context, LayerKind, Option, parse_ints
+from ..kernels.im2col import conv_core, pad, pad_backward
+from ..module import Module, WeightedModule
+from .base import RANKS, Op, not_linear, rank_class, rank_function
+from .conv import CONV_OPTIONS
+from .windowed import bias_gradient, check_arrays, check_channels, summed_adds, window_pairs
+
+if TYPE_CHECKING:
+    from ..receptive import Field
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,10 @@ class ConvTransposeSpec(Op):
     dilation: Shape
     groups: int = 1
     bias: bool = True
+
+    _positional: ClassVar = ("in_channels", "out_channels")
+    _hidden: ClassVar = ("ndim",)
+    _defaults: ClassVar = {"padding": 0, "output_padding": 0, "dilation": 1}
 
     @classmethod
     def create(
@@ -81,19 +106,6 @@ class ConvTransposeSpec(Op):
             bool(bias),
         )
 
-    def describe(self) -> str:
-        return describe_args(
-            self.in_channels,
-            self.out_channels,
-            kernel_size=(self.kernel_size, None),
-            stride=(self.stride, None),
-            padding=(self.padding, 0),
-            output_padding=(self.output_padding, 0),
-            groups=(self.groups, 1),
-            bias=(self.bias, True),
-            dilation=(self.dilation, 1),
-        )
-
     @property
     def name(self) -> str:
         return f"ConvTranspose{self.ndim}d"
@@ -119,13 +131,13 @@ class ConvTransposeSpec(Op):
 
     def _sizes(self, shape: Shape) -> list[int]:
         return [
-            (size - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for size, s, p, d, k, op in zip(
+            transpose_out_size(size, k, s, p, d, op)
+            for size, k, s, p, d, op in zip(
                 shape[1:],
+                self.kernel_size,
                 self.stride,
                 self.padding,
                 self.dilation,
-                self.kernel_size,
                 self.output_padding,
             )
         ]
@@ -182,8 +194,10 @@ class ConvTransposeSpec(Op):
         macs = batch * prod(input_shape) * prod(self.weight_shape[1:])
         return w.let("MACs", f"N · C_in · (C_out / g) · {factors}", macs, values)
 
-    def axes(self, input_shape: Shape, output_shape: Shape, dense: bool) -> list[Windows]:
-        """The windows of the convolution this layer transposes, one per spatial axis."""
+    def adjoint_axes(self, input_shape: Shape, output_shape: Shape, dense: bool) -> list[Windows]:
+        """The windows of the convolution this layer transposes: over this layer's output (the
+        convolution's input, cropped by the padding) one window per input entry. The dense count
+        computes the uncropped output."""
         axes = []
         for size, out, k, s, p, d in zip(
             input_shape[1:],
@@ -204,30 +218,21 @@ class ConvTransposeSpec(Op):
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         names = axis_names(self.ndim)
-        axes = self.axes(input_shape, output_shape, count == "dense")
+        axes = self.adjoint_axes(input_shape, output_shape, count == "dense")
         n, c_in, c_og = batch, self.in_channels, self.out_channels // self.groups
         base = {"N": n, "C_out": self.out_channels, "C_in": c_in, "g": self.groups}
 
         w.section(f"Forward pass ({count} count)")
         w.note(
-            "Each input entry times each tap is added into output entry i·s + t·d − p. "
+            "Each input entry times each tap is added into output entry i·s + t·d − p: the input "
+            "gradient of the convolution this layer transposes, over the same windows. "
             + (
                 "Dense count: the full output is computed, then the padding is cropped."
                 if count == "dense"
                 else "Exact count: products that would land in the cropped border are skipped."
             )
         )
-        pairs = []
-        for ax, win, k, size in zip(names, axes, self.kernel_size, input_shape[1:]):
-            pairs.append(
-                w.let(
-                    f"T_{ax}",
-                    f"{ax} · k_{ax} − P_{ax}",
-                    win.pairs,
-                    {ax: size, f"k_{ax}": k, f"P_{ax}": size * k - win.pairs},
-                    why=f"P_{ax}: products cropped away",
-                )
-            )
+        pairs = window_pairs(w, names, axes, self.kernel_size, "{ax}", "products cropped away")
         t_product = " · ".join(f"T_{ax}" for ax in names)
         products = w.let(
             "mults",
@@ -235,106 +240,97 @@ class ConvTransposeSpec(Op):
             n * c_in * c_og * prod(pairs),
             {**base, **axis_dict(names, "T", pairs)},
         )
-        reached = [win.positions_used() for win in axes]
-        sizes = [win.size for win in axes]
-        r_values = {**base, "mults": products, **axis_dict(names, "R", reached)}
-        r_values.update(axis_dict(names, "", sizes, "_out"))
         if self.bias:
             w.note("Each output entry adds its n products with n − 1 additions, + 1 for the bias.")
             fwd_adds = w.let("adds", "mults", products, {"mults": products})
         else:
-            r_product = product_symbols(
-                w, "R", names, reached, sizes, "_out", "output entries that receive a product"
-            )
-            fwd_adds = w.let(
-                "adds",
-                f"mults − N · C_out · {r_product}",
-                products - n * self.out_channels * prod(reached),
-                r_values,
+            fwd_adds = summed_adds(
+                w,
+                products,
+                ("N · C_out", n * self.out_channels),
+                base,
+                "R",
+                names,
+                [win.positions_used() for win in axes],
+                [win.size for win in axes],
+                "{ax}_out",
+                "output entries that receive a product",
             )
 
         w.section("Backward pass: the gradient w.r.t. the input")
         w.note("A convolution of the output gradient: the same products, gathered per input entry.")
-        used = [win.windows_used for win in axes]
         w.let("mults", "", products, why="the forward pass's products")
-        z_product = product_symbols(
-            w, "Z", names, used, input_shape[1:], "", "input entries that receive a product"
-        )
-        z_values = {**base, "mults": products, **axis_dict(names, "Z", used)}
-        z_values.update(axis_dict(names, "", input_shape[1:]))
-        bi_adds = w.let(
-            "adds", f"mults − N · C_in · {z_product}", products - n * c_in * prod(used), z_values
+        bi_adds = summed_adds(
+            w,
+            products,
+            ("N · C_in", n * c_in),
+            base,
+            "Z",
+            names,
+            [win.windows_used for win in axes],
+            input_shape[1:],
+            "{ax}",
+            "input entries that receive a product",
         )
 
         w.section("Backward pass: the gradient w.r.t. the weight")
-        taps = [win.taps_used for win in axes]
         w.let("mults", "", products, why="the forward pass's products")
-        k_product = product_symbols(
+        bw_adds = summed_adds(
             w,
+            products,
+            ("C_in · (C_out / g)", c_in * c_og),
+            base,
             "K",
             names,
-            taps,
+            [win.taps_used for win in axes],
             self.kernel_size,
-            "",
+            "k_{ax}",
             "taps that ever land inside the output",
-            prefix="k_",
         )
-        k_values = {**base, "mults": products, **axis_dict(names, "K", taps)}
-        k_values.update(axis_dict(names, "k_", self.kernel_size))
-        bw_adds = w.let(
-            "adds",
-            f"mults − C_in · (C_out / g) · {k_product}",
-            products - c_in * c_og * prod(taps),
-            k_values,
-        )
-        bias_grad = None
-        if self.bias:
-            w.section("Backward pass: the gradient w.r.t. the bias")
-            out_product = " · ".join(f"{ax}_out" for ax in names)
-            bias_grad = OpCount(
-                adds=w.let(
-                    "adds",
-                    f"C_out · (N · {out_product} − 1)",
-                    self.out_channels * (n * prod(output_shape[1:]) - 1),
-                    {**base, **axis_dict(names, "", output_shape[1:], "_out")},
-                )
-            )
         return Cost(
             forward=OpCount(mults=products, adds=fwd_adds),
             backward_input=OpCount(mults=products, adds=bi_adds),
             backward_weight=OpCount(mults=products, adds=bw_adds),
-            backward_bias=bias_grad,
+            backward_bias=bias_gradient(
+                w, self.bias, self.out_channels, n, names, output_shape, base
+            ),
         )
+
+    # -- receptive field and composition ----------------------------------------------------
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """Output o reads the inputs (o + p − t·d)/s: the stride divides the field's step."""
+        return field.transposed(self.kernel_size, self.stride, self.dilation, self.padding)
+
+    linear_map = not_linear(
+        "is not a convolution, an average pool or a BatchNorm: compose takes only those"
+    )
 
 
 # -- engine: functional forward and backward ----------------------------------------------------
 #
-# The transposed convolution is the adjoint of the convolution ``conv`` whose input has this
-# layer's output size, padded by ``padding`` zeros on each side, with the same weight array read
-# as conv's (C_out, C_in/g, *k) weight: the forward is conv's input gradient (then the padding
-# is cropped), the input gradient is conv's forward of the padded output gradient, and the
-# weight gradient is conv's weight gradient with the roles of input and output swapped.
+# With ``conv`` the adjoint convolution (its input padded by ``padding`` zeros on each side, the
+# same weight array read as conv's (C_out, C_in/g, *k) weight): the forward is conv's input
+# gradient, then cropped; the input gradient is conv's forward of the padded output gradient;
+# the weight gradient is conv's weight gradient with the roles of input and output swapped.
 
 
 def _zero_pads(spec: ConvTransposeSpec) -> PadPairs:
     return tuple((p, p) for p in spec.padding)
 
 
-def _check_transpose(
+def _transpose_spec(
     ndim: int,
     x: np.ndarray,
     weight: np.ndarray,
-    bias: np.ndarray | None,
-    grad_out: np.ndarray | None,
-    stride: int | Sequence[int],
-    padding: int | Sequence[int],
-    output_padding: int | Sequence[int],
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
     groups: int,
-    dilation: int | Sequence[int],
+    dilation: Any,
     has_bias: bool,
 ) -> ConvTransposeSpec:
-    """The spec for these arrays, validated; shape errors name both shapes."""
-    same_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    """The spec of the transposed convolution these arrays and arguments describe."""
+    same_dtype(x=x, weight=weight)
     expect_rank(x, ndim + 2, "x", "N x C x " + " x ".join(axis_names(ndim)))
     expect_rank(
         weight,
@@ -342,9 +338,9 @@ def _check_transpose(
         "weight",
         "C_in x C_out/groups x " + " x ".join(f"k_{ax}" for ax in axis_names(ndim)),
     )
-    if not isinstance(groups, int) or groups < 1:
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise LayerConfigError(f"groups must be an int >= 1, got {groups!r}")
-    spec = ConvTransposeSpec.create(
+    return ConvTransposeSpec.create(
         ndim,
         x.shape[1],
         weight.shape[1] * groups,
@@ -356,31 +352,30 @@ def _check_transpose(
         has_bias,
         dilation,
     )
-    check_arrays(spec, x, weight, bias, grad_out)
-    return spec
 
 
-def _transpose_forward(
+def transpose_forward(
     spec: ConvTransposeSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 ) -> np.ndarray:
+    """The forward pass of checked arrays: the adjoint convolution's input gradient, cropped."""
     out = spec.output_shape(x.shape[1:])[1:]
-    pads = _zero_pads(spec)
     padded = tuple(o + 2 * p for o, p in zip(out, spec.padding))
-    *_, yp = _conv_core(
+    *_, yp = conv_core(
         None, weight, spec.stride, spec.dilation, x.shape[2:], spec.groups, dy=x, padded=padded
     )
     assert yp is not None
-    y = _pad_backward(yp, out, pads, "zeros")
+    y = pad_backward(yp, out, _zero_pads(spec), "zeros")
     if bias is not None:
         y += bias.reshape(-1, *(1,) * spec.ndim)
     return y
 
 
-def _transpose_backward(
+def transpose_backward(
     spec: ConvTransposeSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    gp = _pad(grad_out, _zero_pads(spec), "zeros")
-    gx, gw, _ = _conv_core(
+    """The gradients: the adjoint convolution's forward and weight gradient."""
+    gp = pad(grad_out, _zero_pads(spec), "zeros")
+    gx, gw, _ = conv_core(
         gp,
         weight,
         spec.stride,
@@ -396,136 +391,77 @@ def _transpose_backward(
     return gx, gw, gb
 
 
-def _transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation):
-    x, weight = float_array(x, "x"), float_array(weight, "weight")
-    bias = None if bias is None else float_array(bias, "bias")
-    spec = _check_transpose(
-        ndim,
-        x,
-        weight,
-        bias,
-        None,
-        stride,
-        padding,
-        output_padding,
-        groups,
-        dilation,
-        bias is not None,
-    )
-    return _transpose_forward(spec, x, weight, bias)
-
-
-def _transpose_bwd(
-    ndim, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
-):
-    x, weight = float_array(x, "x"), float_array(weight, "weight")
-    grad_out = float_array(grad_out, "grad_out")
-    spec = _check_transpose(
-        ndim, x, weight, None, grad_out, stride, padding, output_padding, groups, dilation, bias
-    )
-    return _transpose_backward(spec, grad_out, x, weight, bias)
-
-
 Array = np.ndarray
 Ints = int | Sequence[int]
 Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
-def conv_transpose1d(
-    x: Array,
-    weight: Array,
-    bias: Array | None = None,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-) -> Array:
-    """1-D transposed convolution, as torch.nn.functional.conv_transpose1d."""
-    return _transpose(1, x, weight, bias, stride, padding, output_padding, groups, dilation)
+def _functional(ndim: int) -> tuple[Any, Any]:
+    def conv_transpose(
+        x: Array,
+        weight: Array,
+        bias: Array | None = None,
+        stride: Ints = 1,
+        padding: Ints = 0,
+        output_padding: Ints = 0,
+        groups: int = 1,
+        dilation: Ints = 1,
+    ) -> Array:
+        x, weight = float_array(x, "x"), float_array(weight, "weight")
+        bias = None if bias is None else float_array(bias, "bias")
+        spec = _transpose_spec(
+            ndim, x, weight, stride, padding, output_padding, groups, dilation, bias is not None
+        )
+        check_arrays(spec, x, weight, bias, None)
+        return transpose_forward(spec, x, weight, bias)
 
+    def backward(
+        grad_out: Array,
+        x: Array,
+        weight: Array,
+        stride: Ints = 1,
+        padding: Ints = 0,
+        output_padding: Ints = 0,
+        groups: int = 1,
+        dilation: Ints = 1,
+        bias: bool = True,
+    ) -> Grads:
+        x, weight = float_array(x, "x"), float_array(weight, "weight")
+        grad_out = float_array(grad_out, "grad_out")
+        spec = _transpose_spec(
+            ndim, x, weight, stride, padding, output_padding, groups, dilation, bias
+        )
+        check_arrays(spec, x, weight, None, grad_out)
+        return transpose_backward(spec, grad_out, x, weight, bias)
 
-def conv_transpose2d(
-    x: Array,
-    weight: Array,
-    bias: Array | None = None,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-) -> Array:
-    """2-D transposed convolution, as torch.nn.functional.conv_transpose2d."""
-    return _transpose(2, x, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-def conv_transpose3d(
-    x: Array,
-    weight: Array,
-    bias: Array | None = None,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-) -> Array:
-    """3-D transposed convolution, as torch.nn.functional.conv_transpose3d."""
-    return _transpose(3, x, weight, bias, stride, padding, output_padding, groups, dilation)
-
-
-def conv_transpose1d_backward(
-    grad_out: Array,
-    x: Array,
-    weight: Array,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-    bias: bool = True,
-) -> Grads:
-    """(grad_input, grad_weight, grad_bias) of conv_transpose1d; grad_bias None if not bias."""
-    return _transpose_bwd(
-        1, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
+    name = f"conv_transpose{ndim}d"
+    return (
+        rank_function(
+            conv_transpose, name, f"{ndim}-D transposed convolution, as torch.nn.functional.{name}."
+        ),
+        rank_function(
+            backward,
+            f"{name}_backward",
+            f"(grad_input, grad_weight, grad_bias) of {name}; grad_bias None if not bias.",
+        ),
     )
 
 
-def conv_transpose2d_backward(
-    grad_out: Array,
-    x: Array,
-    weight: Array,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-    bias: bool = True,
-) -> Grads:
-    """(grad_input, grad_weight, grad_bias) of conv_transpose2d; grad_bias None if not bias."""
-    return _transpose_bwd(
-        2, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
-    )
+(
+    (conv_transpose1d, conv_transpose1d_backward),
+    (conv_transpose2d, conv_transpose2d_backward),
+    (conv_transpose3d, conv_transpose3d_backward),
+) = (_functional(d) for d in RANKS)
 
 
-def conv_transpose3d_backward(
-    grad_out: Array,
-    x: Array,
-    weight: Array,
-    stride: Ints = 1,
-    padding: Ints = 0,
-    output_padding: Ints = 0,
-    groups: int = 1,
-    dilation: Ints = 1,
-    bias: bool = True,
-) -> Grads:
-    """(grad_input, grad_weight, grad_bias) of conv_transpose3d; grad_bias None if not bias."""
-    return _transpose_bwd(
-        3, grad_out, x, weight, stride, padding, output_padding, groups, dilation, bias
-    )
+# -- modules ------------------------------------------------------------------------------------
 
 
-class _ConvTransposeNd(WeightedModule):
+class ConvTransposeNd(WeightedModule):
+    """A transposed convolution with PyTorch's arguments, attribute names and initialisation."""
+
     ndim = 2
+    spec: ConvTransposeSpec
 
     def __init__(
         self,
@@ -557,28 +493,73 @@ class _ConvTransposeNd(WeightedModule):
     def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         x = float_array(x, "x")
         check_arrays(self.spec, x, weight, bias, None)
-        return _transpose_forward(self.spec, x, weight, bias)
+        return transpose_forward(self.spec, x, weight, bias)
 
-    def _backward(self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                  has_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+    def _backward(
+        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
+    ) -> Grads:
         grad_out = float_array(grad_out, "grad_out")
         check_arrays(self.spec, x, weight, None, grad_out)
-        return _transpose_backward(self.spec, grad_out, x, weight, has_bias)
+        return transpose_backward(self.spec, grad_out, x, weight, has_bias)
 
 
-class ConvTranspose1d(_ConvTransposeNd):
-    """1-D transposed convolution with PyTorch's arguments."""
+ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = (
+    rank_class(
+        ConvTransposeNd,
+        d,
+        f"ConvTranspose{d}d",
+        f"{d}-D transposed convolution with PyTorch's arguments.",
+    )
+    for d in RANKS
+)
 
-    ndim = 1
+
+# -- registration -------------------------------------------------------------------------------
 
 
-class ConvTranspose2d(_ConvTransposeNd):
-    """2-D transposed convolution with PyTorch's arguments."""
+def _build(values: dict[str, Any], ctx: Context) -> Module:
+    cls = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)[ctx.ndim - 1]
+    return cls(ctx.channels, values.pop("out_channels", ctx.channels), **values)
 
-    ndim = 2
 
+TWINS = {cls.__name__: cls for cls in (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)}
 
-class ConvTranspose3d(_ConvTransposeNd):
-    """3-D transposed convolution with PyTorch's arguments."""
-
-    ndim = 3
+FAMILY = registry.register(
+    registry.Family(
+        name="conv_transpose",
+        specs=(ConvTransposeSpec,),
+        modules=TWINS,
+        functional={
+            f.__name__: f
+            for f in (
+                conv_transpose1d,
+                conv_transpose1d_backward,
+                conv_transpose2d,
+                conv_transpose2d_backward,
+                conv_transpose3d,
+                conv_transpose3d_backward,
+            )
+        },
+        spec_file={
+            name.lower(): registry.SpecFileLayer(cls, "in_channels") for name, cls in TWINS.items()
+        },
+        torch=registry.TorchMapping(
+            modules={name: registry.mirror(cls) for name, cls in TWINS.items()}
+        ),
+        kinds=(
+            LayerKind(
+                "conv-transpose",
+                (
+                    *(o for o in CONV_OPTIONS if o.dest != "padding"),
+                    Option("padding", "p", "--padding", parse_ints, per_axis=True),
+                    Option("output_padding", "op", "--output-padding", parse_ints, per_axis=True),
+                ),
+                _build,
+                help="a transposed convolution",
+                text=False,
+                calculator=True,
+                required=("k",),
+            ),
+        ),
+    )
+)

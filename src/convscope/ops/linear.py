@@ -1,19 +1,27 @@
-"""Linear (fully connected) layer: ``y = x · Wᵀ + b`` over the last axis."""
+"""Linear (fully connected) layer, ``y = x · Wᵀ + b`` over the last axis: configuration, shape
+rule, parameters, exact costs, working, receptive field, the passes, the module and the
+registration."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import registry
 from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, prod
-from ..module import WeightedModule
-from .base import Op
+from ..geometry import Shape, check_sizes, is_int, prod
+from ..grammar import Context, LayerKind, Option, parse_int
+from ..module import Module, WeightedModule
+from .base import Op, not_linear
+
+if TYPE_CHECKING:
+    from ..receptive import Field
 
 
 @dataclass(frozen=True)
@@ -31,16 +39,11 @@ class LinearSpec(Op):
             ("in_features", self.in_features),
             ("out_features", self.out_features),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise LayerConfigError(f"{label} must be an int >= 1, got {value!r}")
 
-    def describe(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias}"
-
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = tuple(input_shape)
-        if not shape or not all(isinstance(v, int) and v >= 1 for v in shape):
-            raise ShapeError(f"Linear takes a (..., in_features) input of sizes >= 1, got {shape}")
+        shape = check_sizes(input_shape, "Linear", "a (..., in_features) input")
         if shape[-1] != self.in_features:
             raise ShapeError(
                 f"Linear expects the last axis to be in_features={self.in_features}, got an input "
@@ -111,6 +114,14 @@ class LinearSpec(Op):
             bias_grad,
         )
 
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """Every output mixes every entry of the last axis: the field is global."""
+        return field.as_global()
+
+    linear_map = not_linear(
+        "is not a convolution, an average pool or a BatchNorm: compose takes only those"
+    )
+
 
 # -- running: functional forward and backward --------------------------------------------------
 
@@ -180,6 +191,41 @@ class Linear(WeightedModule):
     def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         return linear(x, weight, bias)
 
-    def _backward(self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray,
-                  has_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+    def _backward(
+        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return linear_backward(grad_out, x, weight, has_bias)
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+def _build(values: dict[str, Any], ctx: Context) -> Module:
+    in_features = ctx.shape[-1] if ctx.shape is not None else ctx.channels
+    return Linear(in_features, values.pop("out_features", in_features), **values)
+
+
+FAMILY = registry.register(
+    registry.Family(
+        name="linear",
+        specs=(LinearSpec,),
+        modules={"Linear": Linear},
+        functional={"linear": linear, "linear_backward": linear_backward},
+        spec_file={"linear": registry.SpecFileLayer(Linear, "in_features", -1)},
+        torch=registry.TorchMapping(modules={"Linear": registry.mirror(Linear)}),
+        kinds=(
+            LayerKind(
+                "linear",
+                (
+                    Option("out_features", "f", "--out-features", parse_int, required=True),
+                    Option("bias", "bias", "--no-bias", switch=False, help="no bias"),
+                ),
+                _build,
+                help="a fully connected layer",
+                text=False,
+                calculator=True,
+                ranks=(),
+            ),
+        ),
+    )
+)

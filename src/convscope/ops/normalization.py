@@ -1,20 +1,28 @@
-"""Batch normalisation (1-D, 2-D, 3-D), counted in training mode, and layer normalisation
-(analysis only), per docs/counting.md."""
+"""Normalisation families: batch normalisation (1-D, 2-D, 3-D), counted in training mode, and
+layer normalisation (analysis only), per docs/counting.md. Each family's configuration, rules,
+passes, modules and registration."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .. import registry
 from ..arrays import expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, prod
+from ..geometry import Shape, check_input_rank, is_int, prod
+from ..grammar import Context, LayerKind
 from ..module import Module, Parameter, constant_init
-from .base import Op
+from .base import RANKS, LinearMap, Op, no_macs, not_linear, pointwise_field, rank_class
+from .conv import ConvSpec
+
+if TYPE_CHECKING:
+    from ..receptive import Field
 
 
 def normalize_cost(
@@ -51,28 +59,20 @@ class BatchNormSpec(Op):
     affine: bool = True
     track_running_stats: bool = True
 
+    _positional: ClassVar = ("num_features",)
+    _hidden: ClassVar = ("ndim",)
+
     def __post_init__(self) -> None:
-        if not isinstance(self.num_features, int) or self.num_features < 1:
+        if not is_int(self.num_features) or self.num_features < 1:
             raise LayerConfigError(f"num_features must be an int >= 1, got {self.num_features!r}")
 
     @property
     def name(self) -> str:
         return f"BatchNorm{self.ndim}d"
 
-    def describe(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}"
-        )
-
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = tuple(input_shape)
         ranks = (1, 2) if self.ndim == 1 else (self.ndim + 1,)
-        if len(shape) not in ranks or not all(isinstance(v, int) and v >= 1 for v in shape):
-            raise ShapeError(
-                f"{self.name} takes an input of {' or '.join(map(str, ranks))} axes without the "
-                f"batch, all sizes >= 1, got {shape}"
-            )
+        shape = check_input_rank(input_shape, ranks, self.name)
         if shape[0] != self.num_features:
             raise ShapeError(
                 f"{self.name} expects {self.num_features} channels, got an input of shape "
@@ -122,6 +122,49 @@ class BatchNormSpec(Op):
             bias = OpCount(adds=w.let("adds", "C · (m − 1)", c * (m - 1), v))
         return Cost(forward, backward_input, weight, bias)
 
+    _macs = no_macs
+    #: At inference a BatchNorm scales and shifts each entry by its channel's running statistics.
+    receptive_field = pointwise_field
+
+    def linear_map(self, channels: int | None, module: Module | None = None) -> LinearMap:
+        """In eval mode with running statistics, a depthwise 1×1 convolution with a bias."""
+        if not self.track_running_stats or (module is not None and module.running_mean is None):
+            raise NotComposableError(
+                "has no running statistics (track_running_stats=False): it normalises with "
+                "each batch's, which is not a fixed linear map"
+            )
+        if module is not None and module.training:
+            raise NotComposableError(
+                "is in training mode: it normalises with the batch's statistics, which is not a "
+                "fixed linear map. Call .eval() to fold it with the running statistics"
+            )
+        c = self.num_features
+        conv = ConvSpec.create(self.ndim, c, c, 1, groups=c)
+
+        def arrays() -> tuple[np.ndarray, np.ndarray]:
+            if module is None:
+                raise NotComposableError(f"{self.name}: its statistics come from a module")
+            scale, shift = bn_affine(module)
+            return np.diag(scale).reshape(c, c, *(1,) * self.ndim), shift
+
+        form = f"{conv.name}({conv.describe()})"
+        return LinearMap(
+            conv,
+            f"(eval mode) is the depthwise {form}: w = γ / √(σ² + ε), b = β − μ·w per channel",
+            arrays,
+        )
+
+
+def bn_affine(bn: Module) -> tuple[np.ndarray, np.ndarray]:
+    """An eval-mode BatchNorm as ``y = scale·x + shift`` per channel (float64)."""
+    spec: BatchNormSpec = bn.spec  # type: ignore[assignment]
+    mean = bn.running_mean.data.astype(np.float64)
+    var = bn.running_var.data.astype(np.float64)
+    gamma = bn.weight.data.astype(np.float64) if bn.weight is not None else 1.0
+    beta = bn.bias.data.astype(np.float64) if bn.bias is not None else 0.0
+    scale = gamma / np.sqrt(var + spec.eps)
+    return np.broadcast_to(scale, mean.shape).copy(), beta - mean * scale
+
 
 @dataclass(frozen=True)
 class LayerNormSpec(Op):
@@ -133,24 +176,23 @@ class LayerNormSpec(Op):
     bias: bool = True
 
     name = "LayerNorm"
+    _positional: ClassVar = ("normalized_shape",)
 
     def __post_init__(self) -> None:
-        shape = tuple(self.normalized_shape)
-        if not shape or not all(isinstance(v, int) and v >= 1 for v in shape):
+        shape = self.normalized_shape
+        if (
+            not isinstance(shape, tuple)
+            or not shape
+            or not all(is_int(v) and v >= 1 for v in shape)
+        ):
             raise LayerConfigError(
                 f"normalized_shape must be sizes >= 1, got {self.normalized_shape!r}"
             )
 
-    def describe(self) -> str:
-        return (
-            f"{tuple(self.normalized_shape)}, eps={self.eps}, "
-            f"elementwise_affine={self.elementwise_affine}, bias={self.bias}"
-        )
-
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = tuple(input_shape)
         k = len(self.normalized_shape)
-        if not all(isinstance(v, int) and v >= 1 for v in shape) or shape[-k:] != tuple(
+        shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
+        if not all(is_int(v) and v >= 1 for v in shape) or shape[-k:] != tuple(
             self.normalized_shape
         ):
             raise ShapeError(
@@ -192,6 +234,17 @@ class LayerNormSpec(Op):
         if b:
             bias = OpCount(adds=w.let("adds", "m · (R − 1)", m * (rows - 1), v))
         return Cost(forward, backward_input, weight, bias)
+
+    _macs = no_macs
+
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """The normalised axes are the last ones: with a spatial axis among them (any input of
+        more than one axis), the statistics reach every position along it."""
+        return field.with_statistics() if len(input_shape) > 1 else field
+
+    linear_map = not_linear(
+        "normalises with each row's own statistics, which is not a fixed linear map"
+    )
 
 
 # -- running: functional forward and backward --------------------------------------------------
@@ -377,8 +430,11 @@ def batch_norm_backward(
 # -- running: modules ---------------------------------------------------------------------------
 
 
-class _BatchNormNd(Module):
+class BatchNormNd(Module):
+    """Batch normalisation with PyTorch's arguments, attribute names and state dict."""
+
     ndim = 2
+    spec: BatchNormSpec
 
     def __init__(
         self,
@@ -427,8 +483,8 @@ class _BatchNormNd(Module):
             if momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(count)
         # without running statistics eval mode normalises with the batch's too (as PyTorch)
-        self._training = self.training or not tracked
-        self._x = x
+        training = self.training or not tracked
+        self.save_for_backward(x, training)
         return _forward(
             spec,
             x,
@@ -436,17 +492,19 @@ class _BatchNormNd(Module):
             self.running_var.data if self.running_var is not None else None,
             self.weight.data if self.weight is not None else None,
             self.bias.data if self.bias is not None else None,
-            self._training,
+            training,
             momentum,
         )
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds γ's and β's gradients into their ``grad``."""
+        x, training = self.saved()
         grad_input, grad_weight, grad_bias = _backward(
             self.spec,
             grad_out,
-            self._x,
+            x,
             self.weight.data if self.weight is not None else None,
-            self._training,
+            training,
             self.running_mean.data if self.running_mean is not None else None,
             self.running_var.data if self.running_var is not None else None,
         )
@@ -457,19 +515,62 @@ class _BatchNormNd(Module):
         return grad_input
 
 
-class BatchNorm1d(_BatchNormNd):
-    """Batch normalisation of (C,) or (C, L) inputs."""
+BatchNorm1d, BatchNorm2d, BatchNorm3d = (
+    rank_class(BatchNormNd, d, f"BatchNorm{d}d", doc)
+    for d, doc in zip(
+        RANKS,
+        (
+            "Batch normalisation of (C,) or (C, L) inputs.",
+            "Batch normalisation of (C, H, W) inputs.",
+            "Batch normalisation of (C, D, H, W) inputs.",
+        ),
+    )
+)
 
-    ndim = 1
+
+# -- registration -------------------------------------------------------------------------------
 
 
-class BatchNorm2d(_BatchNormNd):
-    """Batch normalisation of (C, H, W) inputs."""
+def _build_bn(values: dict[str, Any], ctx: Context) -> Module:
+    # a chain in layer text is read at inference: running statistics
+    return (BatchNorm1d, BatchNorm2d, BatchNorm3d)[ctx.ndim - 1](ctx.channels).eval()
 
-    ndim = 2
 
+_BATCH_NORMS = {cls.__name__: cls for cls in (BatchNorm1d, BatchNorm2d, BatchNorm3d)}
 
-class BatchNorm3d(_BatchNormNd):
-    """Batch normalisation of (C, D, H, W) inputs."""
+BATCH_NORM = registry.register(
+    registry.Family(
+        name="batchnorm",
+        specs=(BatchNormSpec,),
+        modules=_BATCH_NORMS,
+        functional={"batch_norm": batch_norm, "batch_norm_backward": batch_norm_backward},
+        spec_file={
+            name.lower(): registry.SpecFileLayer(cls, "num_features")
+            for name, cls in _BATCH_NORMS.items()
+        },
+        torch=registry.TorchMapping(
+            modules={name: registry.mirror(cls) for name, cls in _BATCH_NORMS.items()}
+        ),
+        kinds=(LayerKind("bn", (), _build_bn, help="an eval-mode BatchNorm"),),
+    )
+)
 
-    ndim = 3
+LAYER_NORM = registry.register(
+    registry.Family(
+        name="layernorm",
+        specs=(LayerNormSpec,),
+        modules=registry.NotSupported("analysis only: no engine yet"),
+        functional=registry.NotSupported("analysis only: no engine yet"),
+        spec_file=registry.NotSupported("analysis only: no engine yet"),
+        torch=registry.TorchMapping(
+            modules={
+                "LayerNorm": lambda m: LayerNormSpec(
+                    tuple(m.normalized_shape),
+                    m.eps,
+                    m.elementwise_affine,
+                    getattr(m, "bias", None) is not None,
+                )
+            }
+        ),
+    )
+)

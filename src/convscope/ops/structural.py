@@ -1,20 +1,38 @@
-"""Structural ops: Flatten, Reshape, Permute, Slice, elementwise Add (residual) and Mul
-(gates), Concat, Mean, and the placeholder for an operation that is not counted."""
+"""Families that move values without arithmetic: Flatten, Reshape, Permute, Slice and Concat,
+with their rules, passes, modules and registrations, and what every structural family shares."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..arrays import expect_shape
+from .. import registry
+from ..arrays import expect_shape, float_array
 from ..counting import Cost, OpCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, prod
+from ..geometry import Shape, check_sizes, is_int, prod
 from ..module import Module
-from .base import Op
+from .base import Op, no_macs, no_params, not_linear, pointwise_field
+
+if TYPE_CHECKING:
+    pass
+
+#: Why a structural op is not part of a composed convolution.
+NOT_A_CONVOLUTION = "is not a convolution, an average pool or a BatchNorm: compose takes only those"
+#: A reshape, reordering or view: each output entry is one input entry and keeps its field.
+moves_values = pointwise_field
+
+
+class StructuralOp(Op):
+    """An op that moves, joins or reduces values: no weights, no MACs, no convolution."""
+
+    _params = no_params
+    _macs = no_macs
+    linear_map = not_linear(NOT_A_CONVOLUTION)
 
 
 def free_cost(w: Working, why: str) -> Cost:
@@ -25,12 +43,7 @@ def free_cost(w: Working, why: str) -> Cost:
 
 
 def _check_shape(shape: Sequence[int], layer: str) -> Shape:
-    shape = tuple(shape)
-    if not shape or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape
-    ):
-        raise ShapeError(f"{layer} takes shapes of sizes >= 1 without the batch, got {shape}")
-    return shape
+    return check_sizes(shape, layer, "shapes")
 
 
 def _check_shapes(shapes: Sequence[Sequence[int]], layer: str) -> tuple[Shape, ...]:
@@ -43,16 +56,14 @@ def _check_shapes(shapes: Sequence[Sequence[int]], layer: str) -> tuple[Shape, .
 
 
 @dataclass(frozen=True)
-class FlattenSpec(Op):
+class FlattenSpec(StructuralOp):
     """Merges axes start_dim..end_dim, counted as PyTorch does with the batch as axis 0."""
 
     start_dim: int = 1
     end_dim: int = -1
 
     name = "Flatten"
-
-    def describe(self) -> str:
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+    receptive_field = moves_values
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, "Flatten")
@@ -90,55 +101,14 @@ class FlattenSpec(Op):
 
 
 @dataclass(frozen=True)
-class AddSpec(Op):
-    """Elementwise sum of inputs of one shape (a residual connection)."""
-
-    name = "Add"
-
-    def describe(self) -> str:
-        return ""
-
-    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
-        shapes = _check_shapes(input_shape, "Add")
-        if len(set(shapes)) != 1:
-            raise ShapeError(
-                f"Add needs inputs of one shape, got {', '.join(shape_text(s) for s in shapes)}"
-            )
-        return shapes
-
-    def _shape(self, input_shape: tuple[Shape, ...], w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"The inputs' shape: {shape_text(input_shape[0])}")
-        return input_shape[0]
-
-    def _cost(
-        self,
-        input_shape: tuple[Shape, ...],
-        output_shape: Shape,
-        batch: int,
-        count: str,
-        w: Working,
-    ) -> Cost:
-        w.section("Forward pass")
-        values = {"k": len(input_shape), "N": batch, "m": prod(output_shape)}
-        adds = w.let(
-            "adds", "N · m · (k − 1)", batch * prod(output_shape) * (len(input_shape) - 1), values
-        )
-        w.section("Backward pass")
-        w.note("Each input receives the output gradient unchanged: no arithmetic.")
-        return Cost(OpCount(adds=adds), OpCount())
-
-
-@dataclass(frozen=True)
-class ConcatSpec(Op):
+class ConcatSpec(StructuralOp):
     """Concatenation along an axis (PyTorch numbering, batch = 0; default the channels)."""
 
     dim: int = 1
 
     name = "Concat"
-
-    def describe(self) -> str:
-        return f"dim={self.dim}"
+    #: The summary merges the inputs' fields; each output entry is one input entry.
+    receptive_field = moves_values
 
     def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
         shapes = _check_shapes(input_shape, "Concat")
@@ -196,17 +166,22 @@ def flatten_backward(
 class Flatten(Module):
     """Merges axes start_dim..end_dim (batch = axis 0), as torch.nn.Flatten."""
 
+    spec: FlattenSpec
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
-        if not all(isinstance(d, int) for d in (start_dim, end_dim)):
+        if not all(is_int(d) for d in (start_dim, end_dim)):
             raise LayerConfigError(f"Flatten dims must be ints, got {start_dim!r}, {end_dim!r}")
         self.spec = FlattenSpec(start_dim, end_dim)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._shape = x.shape
+        """``x`` with the axes merged (a view where NumPy allows)."""
+        self.save_for_backward(x.shape)
         return flatten(x, self.spec.start_dim, self.spec.end_dim)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self._shape)
+        """The output gradient in the input's shape."""
+        (shape,) = self.saved()
+        return grad_out.reshape(shape)
 
 
 def _full_dim(dim: int, rank: int, layer: str, shape: Shape) -> int:
@@ -221,27 +196,25 @@ def _full_dim(dim: int, rank: int, layer: str, shape: Shape) -> int:
 
 
 @dataclass(frozen=True)
-class ReshapeSpec(Op):
+class ReshapeSpec(StructuralOp):
     """A view or reshape to a fixed shape (without the batch; one entry may be -1)."""
 
     shape: Shape
 
     name = "Reshape"
+    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         sizes = tuple(self.shape)
         if (
             not sizes
             or sum(v == -1 for v in sizes) > 1
-            or not all(isinstance(v, int) and (v >= 1 or v == -1) for v in sizes)
+            or not all(is_int(v) and (v >= 1 or v == -1) for v in sizes)
         ):
             raise LayerConfigError(
                 f"Reshape takes a shape of sizes >= 1 (one may be -1), without the batch, got "
                 f"{self.shape!r}"
             )
-
-    def describe(self) -> str:
-        return f"shape={tuple(self.shape)}"
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, "Reshape")
@@ -269,12 +242,13 @@ class ReshapeSpec(Op):
 
 
 @dataclass(frozen=True)
-class PermuteSpec(Op):
+class PermuteSpec(StructuralOp):
     """A reordering of the axes (PyTorch numbering, batch = 0, which must stay first)."""
 
     dims: Shape
 
     name = "Permute"
+    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         dims = tuple(self.dims)
@@ -283,9 +257,6 @@ class PermuteSpec(Op):
                 f"Permute takes a reordering of 0 … rank − 1 that keeps the batch axis 0 first, "
                 f"got {self.dims!r}"
             )
-
-    def describe(self) -> str:
-        return f"dims={tuple(self.dims)}"
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, "Permute")
@@ -310,7 +281,7 @@ class PermuteSpec(Op):
 
 
 @dataclass(frozen=True)
-class SliceSpec(Op):
+class SliceSpec(StructuralOp):
     """The entries start … stop − 1 along one axis (PyTorch numbering, batch = 0)."""
 
     dim: int
@@ -318,15 +289,13 @@ class SliceSpec(Op):
     stop: int
 
     name = "Slice"
+    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.stop:
             raise LayerConfigError(
                 f"Slice needs 0 <= start < stop, got start={self.start}, stop={self.stop}"
             )
-
-    def describe(self) -> str:
-        return f"dim={self.dim}, start={self.start}, stop={self.stop}"
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, "Slice")
@@ -353,144 +322,185 @@ class SliceSpec(Op):
         )
 
 
-def broadcast_shape(shapes: Sequence[Shape], layer: str) -> Shape:
-    """PyTorch's broadcast of inputs of one rank (each axis equal or 1)."""
-    if len({len(s) for s in shapes}) != 1:
-        raise ShapeError(
-            f"{layer} takes inputs of one rank, got {', '.join(shape_text(s) for s in shapes)}"
-        )
-    out = []
-    for sizes in zip(*shapes):
-        big = {v for v in sizes if v != 1}
-        if len(big) > 1:
-            raise ShapeError(
-                f"{layer}: shapes {', '.join(shape_text(s) for s in shapes)} do not broadcast"
-            )
-        out.append(big.pop() if big else 1)
-    return tuple(out)
+# -- registration: the torch forms of each structural op ----------------------------------------
 
 
-@dataclass(frozen=True)
-class MulSpec(Op):
-    """Elementwise product of two inputs with broadcasting (a squeeze-and-excitation gate)."""
-
-    name = "Mul"
-
-    def describe(self) -> str:
-        return ""
-
-    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
-        shapes = _check_shapes(input_shape, "Mul")
-        if len(shapes) != 2:
-            raise ShapeError(f"Mul takes 2 inputs, got {len(shapes)}")
-        broadcast_shape(shapes, "Mul")
-        return shapes
-
-    def _shape(self, input_shape: tuple[Shape, ...], w: Working) -> Shape:
-        shape = broadcast_shape(input_shape, "Mul")
-        w.section("Output shape")
-        w.note(f"The inputs broadcast (an axis of size 1 repeats): {shape_text(shape)}")
-        return shape
-
-    def _cost(
-        self,
-        input_shape: tuple[Shape, ...],
-        output_shape: Shape,
-        batch: int,
-        count: str,
-        w: Working,
-    ) -> Cost:
-        m, (a, b) = prod(output_shape), (prod(s) for s in input_shape)
-        values = {"N": batch, "m": m, "a": a, "b": b}
-        w.section("Forward pass: y = x₁ · x₂")
-        mults = w.let("mults", "N · m", batch * m, values, why="m: output elements per image")
-        w.section("Backward pass: g₁ = Σ ε · x₂, g₂ = Σ ε · x₁, summed over broadcast axes")
-        back_mults = w.let("mults", "2 · N · m", 2 * batch * m, values)
-        adds = w.let(
-            "adds",
-            "N · (m − a) + N · (m − b)",
-            batch * (2 * m - a - b),
-            values,
-            why="a, b: elements per image of each input; an input repeated r times sums r terms",
-        )
-        return Cost(OpCount(mults=mults), OpCount(mults=back_mults, adds=adds))
+def batch_free_dim(dim: Any, rank: int) -> int:
+    """A PyTorch axis (batch = 0, negatives from the end) of a traced call, resolved; an axis
+    that is no int, or the batch axis itself, makes the call unsupported."""
+    if not is_int(dim):
+        raise registry.Unsupported(f"a dim that is not an int: {dim!r}")
+    resolved = dim + rank if dim < 0 else dim
+    if resolved == 0:
+        raise registry.Unsupported("it acts along the batch axis")
+    return resolved
 
 
-@dataclass(frozen=True)
-class MeanSpec(Op):
-    """The mean over some non-batch axes (PyTorch numbering, batch = 0)."""
-
-    dims: Shape
-    keepdim: bool = False
-
-    name = "Mean"
-
-    def __post_init__(self) -> None:
-        if not self.dims or len(set(self.dims)) != len(self.dims):
-            raise LayerConfigError(f"Mean takes distinct axes to reduce, got {self.dims!r}")
-
-    def describe(self) -> str:
-        return f"dims={tuple(self.dims)}, keepdim={self.keepdim}"
-
-    def _axes(self, shape: Shape) -> list[int]:
-        return sorted(_full_dim(d, len(shape) + 1, "Mean", shape) - 1 for d in self.dims)
-
-    def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = _check_shape(input_shape, "Mean")
-        axes = self._axes(shape)
-        if len(set(axes)) != len(axes):
-            raise ShapeError(f"Mean: dims {tuple(self.dims)} name one axis twice")
-        if not self.keepdim and len(axes) == len(shape):
-            raise ShapeError("Mean over every non-batch axis without keepdim leaves no axis")
-        return shape
-
-    def _shape(self, input_shape: Shape, w: Working) -> Shape:
-        axes = self._axes(input_shape)
-        if self.keepdim:
-            shape = tuple(1 if i in axes else v for i, v in enumerate(input_shape))
-        else:
-            shape = tuple(v for i, v in enumerate(input_shape) if i not in axes)
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}")
-        return shape
-
-    def _cost(
-        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        n = prod(input_shape[a] for a in self._axes(input_shape))
-        outs = prod(output_shape)
-        values = {"N": batch, "M": outs, "n": n}
-        w.section("Forward pass: a sum of n values, then one division, per mean")
-        adds = w.let("adds", "N · M · (n − 1)", batch * outs * (n - 1), values, why="M: means")
-        divides = w.let("divides", "N · M", batch * outs, values)
-        w.section("Backward pass: ε / n, copied to the n inputs of each mean")
-        back = w.let("divides", "N · M", batch * outs, values)
-        return Cost(OpCount(adds=adds, divides=divides), OpCount(divides=back))
+def _cat(call: registry.TorchCall) -> Op | None:
+    (dim,) = call.bind(("dim", 0))
+    if len(call.operands) == 1:
+        return None  # the one tensor itself
+    batch_free_dim(dim, call.rank)
+    return ConcatSpec(dim)
 
 
-@dataclass(frozen=True)
-class OpaqueSpec(Op):
-    """An operation convscope cannot count: it passes on a known output shape and costs
-    nothing here, so it must also be listed in the graph's ``unsupported``."""
+def _flatten(call: registry.TorchCall) -> Op:
+    start, end = call.bind(("start_dim", 0), ("end_dim", -1))
+    return FlattenSpec(start, end)
 
-    label: str
-    shape: Shape
 
-    name = "NOT COUNTED"
+def _permute(call: registry.TorchCall) -> Op:
+    dims = call.args if call.args else (call.kwargs.get("dims"),)
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    dims = tuple(d + call.rank if is_int(d) and d < 0 else d for d in dims)
+    if dims[:1] != (0,):
+        raise registry.Unsupported("it moves the batch axis")
+    return PermuteSpec(dims)
 
-    def describe(self) -> str:
-        return self.label
 
-    def _check_input(self, input_shape: object) -> object:
-        return input_shape
+def _transpose(call: registry.TorchCall) -> Op:
+    d0, d1 = (batch_free_dim(d, call.rank) for d in call.bind(("dim0", None), ("dim1", None)))
+    dims = list(range(call.rank))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return PermuteSpec(tuple(dims))
 
-    def _shape(self, input_shape: object, w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"As traced: {shape_text(self.shape)}; the operation itself is not counted.")
-        return tuple(self.shape)
 
-    def _cost(
-        self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        w.note(f"{self.label}: not counted (listed as unsupported).")
-        return Cost(OpCount(), OpCount())
+def _paths(*names: str) -> tuple[str, ...]:
+    """``torch.NAME`` and ``Tensor.NAME`` for each name."""
+    return tuple(f"{root}.{name}" for name in names for root in ("torch", "Tensor"))
+
+
+_NO_MODULE = registry.NotSupported("PyTorch has no module for it: in a model it is a call")
+_NO_KEY = registry.NotSupported("spec files have no key for it: it comes from traced models")
+
+
+def graph_family(
+    name: str,
+    spec: type[Op],
+    functional: dict[str, Any],
+    functions: dict[str, registry.CallRule],
+    spec_file: Any = _NO_KEY,
+    modules: Any = None,
+) -> registry.Family:
+    """A family of traced graphs: a spec, its forward/backward pair and its torch calls."""
+    torch = registry.TorchMapping(modules=modules or {}, functions=functions)
+    return registry.register(
+        registry.Family(name, (spec,), _NO_MODULE, functional, spec_file, torch)
+    )
+
+
+# -- engine: forward and backward pairs --------------------------------------------------------
+
+
+def concat(xs: Sequence[np.ndarray], dim: int = 1) -> np.ndarray:
+    """Arrays joined along ``dim`` (PyTorch numbering, batch = 0)."""
+    arrays = [float_array(x, "x") for x in xs]
+    ConcatSpec(dim).output_shape([a.shape[1:] for a in arrays])
+    return np.concatenate(arrays, axis=dim)
+
+
+def concat_backward(
+    grad_out: np.ndarray, xs: Sequence[np.ndarray], dim: int = 1
+) -> tuple[np.ndarray, ...]:
+    """Each input's gradient: its own part of the output gradient."""
+    cuts = np.cumsum([x.shape[dim] for x in xs])[:-1]
+    return tuple(np.split(float_array(grad_out, "grad_out"), cuts, axis=dim))
+
+
+def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``x`` viewed with each item of the batch in ``shape`` (one entry may be -1)."""
+    x = float_array(x, "x")
+    return x.reshape((x.shape[0], *ReshapeSpec(tuple(shape)).output_shape(x.shape[1:])))
+
+
+def reshape_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The output gradient in the input's shape."""
+    return float_array(grad_out, "grad_out").reshape(np.shape(x))
+
+
+def permute(x: np.ndarray, dims: Sequence[int]) -> np.ndarray:
+    """``x`` with its axes reordered (the batch axis 0 stays first)."""
+    x = float_array(x, "x")
+    PermuteSpec(tuple(dims)).output_shape(x.shape[1:])
+    return x.transpose(dims)
+
+
+def permute_backward(grad_out: np.ndarray, dims: Sequence[int]) -> np.ndarray:
+    """The output gradient with the inverse reordering."""
+    return float_array(grad_out, "grad_out").transpose(np.argsort(dims))
+
+
+def slice_along(x: np.ndarray, dim: int, start: int, stop: int) -> np.ndarray:
+    """The entries ``start … stop − 1`` along ``dim`` (PyTorch numbering, batch = 0)."""
+    x = float_array(x, "x")
+    SliceSpec(dim, start, stop).output_shape(x.shape[1:])
+    return np.take(x, np.arange(start, stop), axis=dim)
+
+
+def slice_along_backward(
+    grad_out: np.ndarray, x: np.ndarray, dim: int, start: int, stop: int
+) -> np.ndarray:
+    """The output gradient in its place, zeros elsewhere."""
+    grad = np.zeros(np.shape(x), dtype=float_array(grad_out, "grad_out").dtype)
+    index = [slice(None)] * grad.ndim
+    index[dim] = slice(start, stop)
+    grad[tuple(index)] = grad_out
+    return grad
+
+
+# -- registration -------------------------------------------------------------------------------
+
+
+FLATTEN = registry.register(
+    registry.Family(
+        name="flatten",
+        specs=(FlattenSpec,),
+        modules={"Flatten": Flatten},
+        functional={"flatten": flatten, "flatten_backward": flatten_backward},
+        spec_file={"flatten": registry.SpecFileLayer(Flatten)},
+        torch=registry.TorchMapping(
+            modules={"Flatten": registry.mirror(Flatten)},
+            functions=dict.fromkeys(_paths("flatten"), _flatten),
+        ),
+    )
+)
+CONCAT = graph_family(
+    "concat",
+    ConcatSpec,
+    {"concat": concat, "concat_backward": concat_backward},
+    dict.fromkeys(("torch.cat", "torch.concat"), _cat),
+    registry.NotSupported("a spec file joins branches with residual and concat blocks"),
+)
+RESHAPE = graph_family(
+    "reshape",
+    ReshapeSpec,
+    {"reshape": reshape, "reshape_backward": reshape_backward},
+    {
+        **dict.fromkeys(
+            _paths("reshape", "unflatten", "squeeze", "unsqueeze") + ("Tensor.view",),
+            lambda call: ReshapeSpec(call.output),
+        ),
+        # the same values under another name: the step is its input
+        **dict.fromkeys(
+            ("Tensor.contiguous", "Tensor.clone", "Tensor.detach", "torch.clone"), lambda call: None
+        ),
+    },
+    modules={"Identity": lambda module: None},
+)
+PERMUTE = graph_family(
+    "permute",
+    PermuteSpec,
+    {"permute": permute, "permute_backward": permute_backward},
+    {
+        **dict.fromkeys(_paths("permute"), _permute),
+        **dict.fromkeys(_paths("transpose"), _transpose),
+    },
+)
+# chunk and split reach it through the adapter, which splits their tuple results into slices
+SLICE = graph_family(
+    "slice",
+    SliceSpec,
+    {"slice_along": slice_along, "slice_along_backward": slice_along_backward},
+    {},
+)

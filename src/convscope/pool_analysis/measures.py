@@ -4,148 +4,43 @@ Information: how many inputs feed each output; for average pooling the exact ran
 linear map (its null space is what is lost); for max pooling the share of inputs that get no
 gradient; and a pair of different inputs with identical outputs, checked with the engine.
 Why it is still used: activation memory, the cost of a following convolution (from its own
-counting rules) and how much the output moves when the input shifts.
+counting rules) and how much the output moves when the input shifts. The results are the
+typed records of ``results``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from .errors import ConvScopeError, LayerConfigError
-from .explain import Explanation, Working, shape_text
-from .geometry import Shape, axis_names, check_batch, prod
-from .module import Module
-from .ops import conv, pooling
-from .ops.conv import ConvSpec
-from .ops.pooling import AdaptivePoolSpec, PoolSpec
-from .text import columns, pairs
+from .. import functional, registry
+from ..errors import ConvScopeError, LayerConfigError
+from ..explain import Working, shape_text
+from ..geometry import Shape, axis_names, check_batch, check_input, prod
+from ..module import Module
+from ..ops.adaptive_pooling import AdaptivePoolSpec
+from ..ops.conv import ConvSpec
+from ..ops.pooling import PoolSpec
+from .results import (
+    AvgZeroGradient,
+    ConvSide,
+    FollowingConv,
+    IdenticalPair,
+    InputsPerOutput,
+    MaxZeroGradient,
+    Memory,
+    PoolAnalysis,
+    Rank,
+    ShiftRow,
+    Translation,
+)
+from .windows import AxisWindows, axis_windows, distinct_winners, hitting_set, interval_rank
 
 BYTES_PER_VALUE = 4  # activations counted as float32
 PAIR_VALUES = 10  # the identical-output pair uses small integers, so sums are exact
-
-
-# -- per-axis windows --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AxisWindows:
-    """The windows of one axis: window o reads positions ``lo[o], lo[o] + step, …, hi[o]``."""
-
-    size: int
-    lo: np.ndarray
-    hi: np.ndarray
-    step: int
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Valid inputs per window."""
-        return (self.hi - self.lo) // self.step + 1
-
-    def runs(self) -> list[tuple[int, int, int]]:
-        """(residue mod step, first, last) lattice indices of each non-empty window's positions
-        (with dilation a window may lie wholly in the padding; PyTorch then outputs −inf)."""
-        keep = self.hi >= self.lo
-        residue = self.lo[keep] % self.step
-        first = (self.lo[keep] - residue) // self.step
-        last = (self.hi[keep] - residue) // self.step
-        return list(zip(residue.tolist(), first.tolist(), last.tolist()))
-
-    def reached(self) -> np.ndarray:
-        """Which positions lie in at least one window."""
-        mask = np.zeros(self.size, dtype=bool)
-        for residue, first, last in set(self.runs()):
-            mask[residue + first * self.step : residue + last * self.step + 1 : self.step] = True
-        return mask
-
-
-def axis_windows(spec: PoolSpec | AdaptivePoolSpec, shape: Shape) -> list[AxisWindows]:
-    """Each spatial axis's windows on the real input (padding positions are not inputs)."""
-    out = spec.output_shape(shape)
-    if isinstance(spec, AdaptivePoolSpec):
-        axes = []
-        for size, o in zip(shape[1:], out[1:]):
-            i = np.arange(o)
-            axes.append(AxisWindows(size, i * size // o, -(-(i + 1) * size // o) - 1, 1))
-        return axes
-    axes = []
-    for size, o, k, s, p, d in zip(
-        shape[1:], out[1:], spec.kernel_size, spec.stride, spec.padding, spec.dilation
-    ):
-        start = np.arange(o) * s - p
-        first_tap = np.where(start < 0, -(start // d), 0)  # ⌈−start / d⌉ taps lie in padding
-        last_tap = np.minimum(k - 1, (size - 1 - start) // d)
-        axes.append(AxisWindows(size, start + first_tap * d, start + last_tap * d, d))
-    return axes
-
-
-def interval_rank(lo: Sequence[int], hi: Sequence[int], size: int) -> tuple[int, np.ndarray | None]:
-    """Rank of the 0/1 matrix whose rows are the intervals ``[lo_i, hi_i]`` of ``0 … size − 1``,
-    and an integer vector of its null space (None when the rank is ``size``).
-
-    With ``P_j`` the indicator of positions ``< j`` (``P_0 = 0``; ``P_1 … P_size`` independent),
-    row ``[a, b]`` is ``P_(b+1) − P_a``: an edge between boundaries a and b + 1 of a graph on
-    ``0 … size``. So rank = size + 1 − (connected groups of boundaries). ``v`` is in the null
-    space iff its prefix sums ``S_j`` agree across every edge: S = 1 on one group without
-    boundary 0, 0 elsewhere, gives ``v_i = S_(i+1) − S_i``.
-    """
-    parent = list(range(size + 1))
-
-    def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in zip(lo, hi):
-        ra, rb = root(int(a)), root(int(b) + 1)
-        parent[max(ra, rb)] = min(ra, rb)  # a group's root is its smallest boundary
-    roots = [root(j) for j in range(size + 1)]
-    rank = size + 1 - len(set(roots))
-    if rank == size:
-        return rank, None
-    group = next(r for r in roots if r != 0)
-    s = np.array([r == group for r in roots], dtype=np.int64)
-    return rank, s[1:] - s[:-1]
-
-
-def hitting_set(axis: AxisWindows) -> list[int]:
-    """Fewest positions that lie in every window: per residue, greedy by right end."""
-    picks, last = [], {}
-    for residue, first, end in sorted(axis.runs(), key=lambda r: (r[0], r[2])):
-        if last.get(residue, first - 1) < first:
-            picks.append(residue + end * axis.step)
-            last[residue] = end
-    return sorted(picks)
-
-
-def distinct_winners(axis: AxisWindows) -> int:
-    """Most windows that can have different arg-maxes: a largest matching of windows to
-    positions inside them (per residue, by right end, each takes its leftmost free position,
-    which is optimal for intervals)."""
-    taken: dict[tuple[int, int], int] = {}  # a taken index points to a later candidate
-
-    def free(residue: int, i: int) -> int:
-        path = []
-        while (residue, i) in taken:
-            path.append(i)
-            i = taken[(residue, i)]
-        for j in path:
-            taken[(residue, j)] = i
-        return i
-
-    count = 0
-    for residue, first, end in sorted(axis.runs(), key=lambda r: (r[0], r[2], r[1])):
-        i = free(residue, first)
-        if i <= end:
-            taken[(residue, i)] = i + 1
-            count += 1
-    return count
 
 
 # -- running the layers ------------------------------------------------------------------------
@@ -163,15 +58,13 @@ def pool_spec(layer_or_spec: Any) -> PoolSpec | AdaptivePoolSpec:
 
 
 def _forward(spec: PoolSpec | AdaptivePoolSpec, x: np.ndarray) -> np.ndarray:
-    if isinstance(spec, AdaptivePoolSpec):
-        return pooling._adaptive(spec, x)
-    return pooling._pool(spec, x)
+    return registry.module_for(spec).forward(x)
 
 
 def _backward(spec: PoolSpec | AdaptivePoolSpec, g: np.ndarray, x: np.ndarray) -> np.ndarray:
-    if isinstance(spec, AdaptivePoolSpec):
-        return pooling._adaptive_backward(spec, g, x)
-    return pooling._pool_backward(spec, g, x)
+    layer = registry.module_for(spec)
+    layer.forward(x)
+    return layer.backward(g)
 
 
 def _strided_conv(spec: PoolSpec | AdaptivePoolSpec, shape: Shape) -> ConvSpec:
@@ -220,39 +113,16 @@ def _relative_change(fa: np.ndarray, fb: np.ndarray, ref: np.ndarray) -> float:
 
 # -- the following convolution -----------------------------------------------------------------
 
-_CONV_KEYS = {"c": "out_channels", "k": "kernel_size", "s": "stride", "p": "padding",
-              "d": "dilation", "g": "groups", "bias": "bias"}  # fmt: skip
-
 
 def parse_conv(text: str) -> dict[str, Any]:
-    """``"c=64 k=3 s=1 p=1 d=1 g=1 bias=0"`` (c and k required; k, s, p, d also per axis as
-    ``3,5``; p also ``same`` or ``valid``) as ConvSpec keyword arguments."""
-    out: dict[str, Any] = {}
-    for item in text.replace(";", " ").split():
-        key, sep, value = item.partition("=")
-        if not sep or key not in _CONV_KEYS:
-            raise LayerConfigError(
-                f"the following conv is given as key=value items with keys "
-                f"{', '.join(_CONV_KEYS)} (such as 'c=64 k=3 p=1'), got {item!r} in {text!r}"
-            )
-        if key == "p" and value in ("same", "valid"):
-            out["padding"] = value
-            continue
-        if not re.fullmatch(r"\d+(,\d+)*", value):
-            raise LayerConfigError(f"{key} of the following conv must be ints, got {value!r}")
-        ints = tuple(int(v) for v in value.split(","))
-        out[_CONV_KEYS[key]] = ints[0] if len(ints) == 1 else ints
-    missing = [k for k in ("c", "k") if _CONV_KEYS[k] not in out]
-    if missing:
-        raise LayerConfigError(
-            f"the following conv needs {' and '.join(missing)} (out channels c, kernel k), "
-            f"got {text!r}"
-        )
-    if not isinstance(out["out_channels"], int) or not isinstance(out.get("groups", 1), int):
-        raise LayerConfigError(f"c and g of the following conv take one int, got {text!r}")
-    if "bias" in out:
-        out["bias"] = bool(out["bias"])
-    return out
+    """``"c=64 k=3 s=1 p=1 d=1 g=1 bias=0"`` in the layer grammar (c and k required; k, s, p, d
+    also per axis as ``3,5``; p also per side and ``same`` or ``valid``) as ConvSpec keyword
+    arguments."""
+    text = text.replace(";", " ")
+    values = registry.layer_kinds()["conv"].parse_text(text.split(), text)
+    if "out_channels" not in values:
+        raise LayerConfigError(f"the following conv needs c (its out channels), got {text!r}")
+    return values
 
 
 def following_conv_spec(conv_like: Any, channels: int, ndim: int) -> ConvSpec:
@@ -274,7 +144,7 @@ def following_conv_spec(conv_like: Any, channels: int, ndim: int) -> ConvSpec:
         raise LayerConfigError(f"following conv: {error}") from None
 
 
-def _conv_side(spec: ConvSpec, shape: Shape, batch: int, count: str, where: str) -> dict:
+def _conv_side(spec: ConvSpec, shape: Shape, batch: int, count: str, where: str) -> ConvSide:
     try:
         cost = spec.cost(shape, batch, count)
         out = spec.output_shape(shape)
@@ -283,158 +153,17 @@ def _conv_side(spec: ConvSpec, shape: Shape, batch: int, count: str, where: str)
             f"following conv on the {where} input {shape_text(shape)}: {error}"
         ) from None
     backward = cost.backward
-    return {
-        "input_shape": list(shape),
-        "output_shape": list(out),
-        "macs": spec.macs(shape, batch),
-        "forward": cost.forward.to_dict(),
-        "backward": {"mults": backward.mults, "adds": backward.adds},
-        "total_ops": cost.forward.total + backward.total,
-    }
+    return ConvSide(
+        list(shape),
+        list(out),
+        spec.macs(shape, batch),
+        cost.forward.to_dict(),
+        {"mults": backward.mults, "adds": backward.adds},
+        cost.forward.total + backward.total,
+    )
 
 
 # -- the analysis --------------------------------------------------------------------------------
-
-
-@dataclass
-class PoolAnalysis:
-    """What one pooling layer keeps and loses for one input shape, and what it buys."""
-
-    layer: str
-    kind: str  # "max" or "avg"
-    input_shape: Shape
-    output_shape: Shape
-    batch: int
-    inputs_per_output: dict[str, Any]
-    unread_inputs: int
-    rank: dict[str, Any] | None
-    zero_grad: dict[str, Any]
-    identical_pair: dict[str, Any]
-    memory: dict[str, Any]
-    pool_cost: dict[str, int]
-    following_conv: dict[str, Any] | None
-    translation: dict[str, Any]
-    pair: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    explanation: Explanation | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object (shapes channel-first, per image; memory and costs for the batch)."""
-        return {
-            "layer": self.layer,
-            "kind": self.kind,
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.output_shape),
-            "batch": self.batch,
-            "inputs_per_output": self.inputs_per_output,
-            "unread_inputs": self.unread_inputs,
-            "rank": self.rank,
-            "zero_grad": self.zero_grad,
-            "identical_pair": self.identical_pair,
-            "memory": self.memory,
-            "pool_cost": self.pool_cost,
-            "following_conv": self.following_conv,
-            "translation": self.translation,
-        }
-
-    def table(self) -> str:
-        """Plain text for the terminal."""
-        n_in = prod(self.input_shape)
-        ipo, zg, pair, mem = (
-            self.inputs_per_output,
-            self.zero_grad,
-            self.identical_pair,
-            self.memory,
-        )
-        names = "×".join(("C", *axis_names(len(self.input_shape) - 1)))
-        rows = [
-            ("layer", self.layer),
-            ("input → output", f"{_x(self.input_shape)} → {_x(self.output_shape)}  ({names})"),
-        ]
-        lines = pairs(rows) + ["", "What it keeps and loses (per image)"]
-        mean = ipo["mean_exact"]
-        rows = [
-            (
-                "inputs per output",
-                f"min {ipo['min']}, max {ipo['max']}, mean {mean}"
-                + (f" (window {ipo['window']})" if ipo["window"] else ""),
-            ),
-            ("inputs in no window", f"{self.unread_inputs:,} of {n_in:,}"),
-        ]
-        if self.rank is not None:
-            rows.append(
-                (
-                    "rank of the map",
-                    f"{self.rank['rank']:,} of {n_in:,} inputs: {self.rank['lost']:,} "
-                    "dimensions lost (the null space)",
-                )
-            )
-        if self.kind == "max":
-            best = f"{zg['best']:.1%}"
-            if not zg["best_exact"]:
-                best = f"({zg['best_bound']:.1%} to {best})"
-            rows.append(
-                (
-                    "zero-gradient inputs",
-                    f"{zg['measured_mean']:.1%} measured (min {zg['measured_min']:.1%}, max "
-                    f"{zg['measured_max']:.1%}; {zg['trials']} normal inputs, seed {zg['seed']}); "
-                    f"over all inputs {best} … {zg['worst']:.1%}",
-                )
-            )
-        else:
-            rows.append(("zero-gradient inputs", f"{zg['exact']:.1%} (the inputs in no window)"))
-        rows.append(("identical outputs", pair["description"]))
-        lines += pairs(rows, indent=2)
-        lines += ["", "Why it is still used"]
-        rows = [
-            (
-                "activation memory",
-                f"{mem['input_values']:,} → {mem['output_values']:,} values "
-                f"({mem['input_bytes']:,} → {mem['output_bytes']:,} bytes float32): "
-                f"{mem['ratio']:.2f}× smaller",
-            ),
-            ("pool's own cost", ", ".join(f"{v:,} {k}" for k, v in self.pool_cost.items() if v)),
-        ]
-        lines += pairs(rows, indent=2)
-        fc = self.following_conv
-        if fc is not None:
-            lines += ["", f"  following {fc['layer']} ({fc['count']} count)"]
-            grid = [["", "on the input", "on the pooled", "ratio"]]
-            for label, key in (("MACs", "macs"), ("ops fwd + bwd", "total_ops")):
-                a, b = fc["unpooled"][key], fc["pooled"][key]
-                grid.append([label, f"{a:,}", f"{b:,}", f"{a / b:.2f}×" if b else "-"])
-            lines += columns(grid, indent=4)
-        tr = self.translation
-        lines += [
-            "",
-            f"Translation robustness: relative output change after a circular shift of δ pixels "
-            f"along {tr['axis']} ({tr['trials']} smooth inputs, σ = {tr['sigma']} px, seed "
-            f"{tr['seed']}); 'aligned' compares with the output shifted by the nearest whole step",
-        ]
-        grid = [["δ", "pool", "aligned", "strided conv", "aligned", "no pooling", "aligned"]]
-        for row in tr["rows"]:
-            grid.append(
-                [
-                    str(row["shift"]),
-                    *(
-                        "-" if row[k] is None else f"{row[k]:.3f}"
-                        for k in (
-                            "pool",
-                            "pool_aligned",
-                            "conv",
-                            "conv_aligned",
-                            "identity",
-                            "identity_aligned",
-                        )
-                    ),
-                ]
-            )
-        lines += columns(grid, indent=2)
-        lines.append(f"  strided conv: {tr['conv']}")
-        return "\n".join(lines) + "\n"
-
-
-def _x(shape: Sequence[int]) -> str:
-    return "×".join(map(str, shape))
 
 
 def _check_positive(value: Any, name: str) -> int:
@@ -470,7 +199,8 @@ def analyze_pool(
     (averaging weights would be the average pool itself), and the identity.
     """
     spec = pool_spec(layer_or_spec)
-    shape = spec._check_input(input_shape)
+    shape = check_input(input_shape, spec.ndim, spec.name)
+    spec.output_shape(shape)
     batch = check_batch(batch)
     trials, shifts = _check_positive(trials, "trials"), _check_positive(shifts, "shifts")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -513,13 +243,7 @@ def analyze_pool(
         {"C": channels, **dict(zip(names, sizes)), **{f"U_{ax}": u for ax, u in zip(names, used)}},
         why="inputs no output depends on",
     )
-    inputs_per_output = {
-        "min": lo_n,
-        "max": hi_n,
-        "mean": float(mean),
-        "mean_exact": str(mean),
-        "window": window,
-    }
+    inputs_per_output = InputsPerOutput(lo_n, hi_n, float(mean), str(mean), window)
 
     # -- rank (average) or zero-gradient share (max)
     n_in = prod(shape)
@@ -552,8 +276,8 @@ def analyze_pool(
             {"C": channels, **dict(zip(names, sizes)), "rank": total},
             why="the dimension of the null space: inputs the output cannot tell apart",
         )
-        rank_info = {"rank": total, "per_axis": ranks, "inputs": n_in, "lost": lost}
-        zero_grad = {"exact": unread / n_in}
+        rank_info = Rank(total, ranks, n_in, lost)
+        zero_grad: AvgZeroGradient | MaxZeroGradient = AvgZeroGradient(unread / n_in)
         w.note(f"Zero-gradient share = unread / inputs = {unread}/{n_in} = {unread / n_in:.4f}")
     else:
         zero_grad, hits = _max_zero_grad(spec, shape, axes, names, trials, rng, seed, w)
@@ -602,25 +326,17 @@ def analyze_pool(
                 f"{position} by 1, which no window picks"
             )
     if position is None:
-        pair = {
-            "exists": False,
-            "description": "none: the map is one-to-one on this shape (nothing is lost)",
-        }
-        w.note(pair["description"])
+        pair = IdenticalPair(False, "none: the map is one-to-one on this shape (nothing is lost)")
+        w.note(pair.description)
         pair_arrays = None
     else:
         same = bool(np.array_equal(_forward(spec, x), _forward(spec, x2)))
         differ = int(np.count_nonzero(x != x2))
-        pair = {
-            "exists": True,
-            "construction": how,
-            "inputs_differ_at": differ,
-            "max_abs_difference": float(np.abs(x - x2).max()),
-            "outputs_identical": same,
-            "description": f"{how}; input values changed: {differ}; outputs "
-            + ("identical (checked with the engine)" if same else "DIFFER (engine check failed)"),
-        }
-        w.note(pair["description"])
+        description = f"{how}; input values changed: {differ}; outputs " + (
+            "identical (checked with the engine)" if same else "DIFFER (engine check failed)"
+        )
+        pair = IdenticalPair(True, description, how, differ, float(np.abs(x - x2).max()), same)
+        w.note(pair.description)
         pair_arrays = (x[0], x2[0])
 
     # -- memory
@@ -634,13 +350,7 @@ def analyze_pool(
         batch * prod(out),
         values,
     )
-    memory = {
-        "input_values": v_in,
-        "output_values": v_out,
-        "input_bytes": BYTES_PER_VALUE * v_in,
-        "output_bytes": BYTES_PER_VALUE * v_out,
-        "ratio": v_in / v_out,
-    }
+    memory = Memory(v_in, v_out, BYTES_PER_VALUE * v_in, BYTES_PER_VALUE * v_out, v_in / v_out)
     w.note(f"{v_in:,} / {v_out:,} = {v_in / v_out:.3f}× fewer values (4 bytes each)")
     cost = spec.cost(shape, batch, count).forward
     pool_cost = {k: getattr(cost, k) for k in ("compares", "adds", "divides")}
@@ -652,19 +362,17 @@ def analyze_pool(
         w.section("The following convolution, with and without the pool")
         pooled = _conv_side(conv_spec, out, batch, count, "pooled")
         unpooled = _conv_side(conv_spec, shape, batch, count, "unpooled")
-        following = {
-            "layer": f"{conv_spec.name}({conv_spec.describe()})",
-            "count": count,
-            "unpooled": unpooled,
-            "pooled": pooled,
-            "macs_ratio": unpooled["macs"] / pooled["macs"] if pooled["macs"] else None,
-            "ops_ratio": unpooled["total_ops"] / pooled["total_ops"]
-            if pooled["total_ops"]
-            else None,
-        }
+        following = FollowingConv(
+            f"{conv_spec.name}({conv_spec.describe()})",
+            count,
+            unpooled,
+            pooled,
+            unpooled.macs / pooled.macs if pooled.macs else None,
+            unpooled.total_ops / pooled.total_ops if pooled.total_ops else None,
+        )
         for label, side in (("unpooled", unpooled), ("pooled", pooled)):
-            w.let(f"MACs_{label}", "", side["macs"], why=f"on {shape_text(side['input_shape'])}")
-            w.let(f"ops_{label}", "", side["total_ops"], why="forward + backward, every output")
+            w.let(f"MACs_{label}", "", side.macs, why=f"on {shape_text(side.input_shape)}")
+            w.let(f"ops_{label}", "", side.total_ops, why="forward + backward, every output")
         w.note(
             "Counts from the conv's own rules (ConvSpec.cost and .macs); for a stride-1 conv "
             "they scale with the spatial size of its input."
@@ -700,7 +408,7 @@ def _max_zero_grad(
     rng: np.random.Generator,
     seed: int,
     w: Working,
-) -> tuple[dict[str, Any], list[list[int]]]:
+) -> tuple[MaxZeroGradient, list[list[int]]]:
     """The measured and the extreme shares of inputs that get no gradient from a max pool."""
     w.section("Max pooling: inputs that get no gradient")
     w.note(
@@ -709,10 +417,14 @@ def _max_zero_grad(
     )
     sizes = shape[1:]
     hits = [hitting_set(a) for a in axes]
-    tau = [w.let(f"τ_{ax}", "", len(h), why=f"fewest positions meeting every window along {ax}")
-           for ax, h in zip(names, hits)]  # fmt: skip
-    best = [w.let(f"m_{ax}", "", distinct_winners(a), why=f"most distinct arg-maxes along {ax}")
-            for ax, a in zip(names, axes)]  # fmt: skip
+    tau = [
+        w.let(f"τ_{ax}", "", len(h), why=f"fewest positions meeting every window along {ax}")
+        for ax, h in zip(names, hits)
+    ]
+    best = [
+        w.let(f"m_{ax}", "", distinct_winners(a), why=f"most distinct arg-maxes along {ax}")
+        for ax, a in zip(names, axes)
+    ]
     spatial = prod(sizes)
     worst_share = 1 - prod(tau) / spatial
     best_share = 1 - prod(best) / spatial
@@ -739,17 +451,17 @@ def _max_zero_grad(
         f"Measured with the engine's backward on {trials} standard-normal inputs (seed {seed}): "
         f"mean {shares.mean():.4f}, min {shares.min():.4f}, max {shares.max():.4f}."
     )
-    info = {
-        "measured_mean": float(shares.mean()),
-        "measured_min": float(shares.min()),
-        "measured_max": float(shares.max()),
-        "trials": trials,
-        "seed": seed,
-        "worst": worst_share,
-        "best": best_share,
-        "best_bound": 1 - bound / spatial,
-        "best_exact": prod(best) == bound,
-    }
+    info = MaxZeroGradient(
+        float(shares.mean()),
+        float(shares.min()),
+        float(shares.max()),
+        trials,
+        seed,
+        worst_share,
+        best_share,
+        1 - bound / spatial,
+        prod(best) == bound,
+    )
     return info, hits
 
 
@@ -762,17 +474,24 @@ def _translation(
     rng: np.random.Generator,
     seed: int,
     w: Working,
-) -> dict[str, Any]:
+) -> Translation:
     """Relative output change under circular shifts, for the pool, a strided conv and none."""
     ndim, axis = spec.ndim, -1
     names = axis_names(ndim)
     conv_spec = _strided_conv(spec, shape)
     weight = rng.standard_normal(conv_spec.weight_shape)
-    run_conv = (conv.conv1d, conv.conv2d, conv.conv3d)[ndim - 1]
+    run_conv = getattr(functional, f"conv{ndim}d")
 
     def strided(x: np.ndarray) -> np.ndarray:
-        return run_conv(x, weight, None, conv_spec.stride, conv_spec.padding,
-                        conv_spec.dilation, conv_spec.groups)  # fmt: skip
+        return run_conv(
+            x,
+            weight,
+            None,
+            conv_spec.stride,
+            conv_spec.padding,
+            conv_spec.dilation,
+            conv_spec.groups,
+        )
 
     x = smooth_noise(rng, (trials, *shape), sigma)
     pool_steps = shape[-1] / spec.output_shape(shape)[-1]
@@ -793,15 +512,15 @@ def _translation(
     rows = []
     for delta in range(1, shifts + 1):
         moved = np.roll(x, delta, axis=axis)
-        row: dict[str, Any] = {"shift": delta, "conv": None, "conv_aligned": None}
+        change: dict[str, Any] = {"conv": None, "conv_aligned": None}
         for name, (f, step) in layers.items():
             y, y0 = f(moved), base[name]
-            row[name] = _relative_change(y, y0, y0)
+            change[name] = _relative_change(y, y0, y0)
             options = {int(np.floor(delta / step)), int(np.ceil(delta / step))}
-            row[f"{name}_aligned"] = min(
+            change[f"{name}_aligned"] = min(
                 _relative_change(y, np.roll(y0, j, axis=axis), y0) for j in sorted(options)
             )
-        rows.append(row)
+        rows.append(ShiftRow(delta, **change))
     w.section("Translation robustness")
     w.note(
         f"Inputs: {trials} white-noise images low-passed by a Gaussian of σ = {sigma} px (seed "
@@ -814,18 +533,10 @@ def _translation(
         "averaging or max; averaging weights would be the average pool itself."
     )
     for row in rows:
-        conv_cell = "-" if row["conv"] is None else f"{row['conv']:.4f} ({row['conv_aligned']:.4f})"
+        conv_cell = "-" if row.conv is None else f"{row.conv:.4f} ({row.conv_aligned:.4f})"
         w.note(
-            f"δ = {row['shift']}: pool {row['pool']:.4f} (aligned {row['pool_aligned']:.4f}), "
+            f"δ = {row.shift}: pool {row.pool:.4f} (aligned {row.pool_aligned:.4f}), "
             f"strided conv {conv_cell}, "
-            f"no pooling {row['identity']:.4f} ({row['identity_aligned']:.4f})"
+            f"no pooling {row.identity:.4f} ({row.identity_aligned:.4f})"
         )
-    return {
-        "axis": names[-1],
-        "shift": "circular",
-        "sigma": sigma,
-        "trials": trials,
-        "seed": seed,
-        "conv": conv_text,
-        "rows": rows,
-    }
+    return Translation(names[-1], "circular", sigma, trials, seed, conv_text, rows)
