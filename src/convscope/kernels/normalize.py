@@ -1,0 +1,164 @@
+"""Normalisation kernels, one for every normalisation family: each group of values (the axes
+``axes`` of an array, for every index of the others) is centred by its mean and scaled by
+1/√(var + eps), with the biased variance; the backward is the same for every grouping.
+
+With x̂ = (x − μ)·inv and g_x̂ the gradient w.r.t. x̂, over a group of m values:
+``g_x = (inv / m)·(m·g_x̂ − Σ g_x̂ − x̂·Σ g_x̂·x̂)`` when the statistics are the group's own, and
+``g_x = g_x̂·inv`` when they are constants (running statistics, at inference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..arrays import expect_shape, float_array, same_dtype
+from ..errors import LayerConfigError, ShapeError
+from ..geometry import Shape, prod
+
+
+def moments(x: np.ndarray, axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the biased variance over ``axes`` (kept, for broadcasting)."""
+    axes = tuple(axes)
+    return x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+
+
+def normalize(
+    x: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """x̂ = (x − mean)·inv and inv = 1/√(var + eps)."""
+    inv = 1 / np.sqrt(var + eps)
+    return (x - mean) * inv, inv
+
+
+def input_gradient(
+    g_xhat: np.ndarray, xhat: np.ndarray, inv: np.ndarray, axes: Sequence[int], own: bool
+) -> np.ndarray:
+    """g_x from g_x̂: through the group's own statistics (``own``) or through constants."""
+    if not own:
+        return g_xhat * inv
+    axes = tuple(axes)
+    m = int(np.prod([g_xhat.shape[a] for a in axes]))
+    s1 = g_xhat.sum(axis=axes, keepdims=True)
+    s2 = (g_xhat * xhat).sum(axis=axes, keepdims=True)
+    return (inv / m) * (m * g_xhat - s1 - xhat * s2)
+
+
+def affine_gradients(
+    grad_out: np.ndarray, xhat: np.ndarray, axes: Sequence[int], bias: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """γ's and β's gradients: ε·x̂ and ε summed over ``axes`` (every axis but γ's)."""
+    axes = tuple(axes)
+    gamma = (grad_out * xhat).sum(axis=axes)
+    return gamma, grad_out.sum(axis=axes) if bias else None
+
+
+def update_running(running: np.ndarray, value: np.ndarray, momentum: float) -> None:
+    """``running ← (1 − momentum)·running + momentum·value``, in place."""
+    running *= 1 - momentum
+    running += momentum * value
+
+
+# -- the passes every normalisation family runs on ------------------------------------------------
+
+Grads = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast against (N, C, *spatial)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def checked_vector(v: Any, name: str, shape: Shape, x: np.ndarray) -> np.ndarray | None:
+    if v is None:
+        return None
+    v = float_array(v, name)
+    expect_shape(v, shape, name, f"for an input of shape {x.shape}")
+    return v
+
+
+def scale_shift(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
+    y = xhat if weight is None else xhat * weight
+    return y if bias is None else y + bias
+
+
+def channel_axes(x: np.ndarray, per_image: bool) -> tuple[int, ...]:
+    """The axes a channel's statistics run over: the positions, and the batch for BatchNorm."""
+    return tuple(range(2, x.ndim)) if per_image else (0, *range(2, x.ndim))
+
+
+def enough_values(name: str, x: np.ndarray, per_image: bool) -> int:
+    """The values each channel's statistics run over, which training needs more than one of."""
+    m = prod(x.shape[a] for a in channel_axes(x, per_image))
+    if m == 1:
+        what = "spatial element" if per_image else "value per channel"
+        raise ShapeError(
+            f"Expected more than 1 {what} when training, got an input of shape {x.shape} ({name})"
+        )
+    return m
+
+
+def channel_norm(
+    name: str,
+    x: np.ndarray,
+    per_image: bool,
+    running: tuple[Any, Any],
+    affine: tuple[Any, Any],
+    own: bool,
+    momentum: float | None,
+    eps: float,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, tuple[int, ...], bool]]:
+    """BatchNorm (statistics per channel over the batch) and InstanceNorm (per image and
+    channel) of ``x`` with the running (mean, var) and the affine (γ, β): the output and
+    (x̂, inv, axes, own). With ``own`` the input's statistics, updating the running ones in place
+    (the variance unbiased), as PyTorch; else the running ones."""
+    c = (x.shape[1],)
+    names = ("running_mean", "running_var", "weight", "bias")
+    rm, rv, weight, bias = (checked_vector(v, n, c, x) for v, n in zip((*running, *affine), names))
+    same_dtype(x=x, weight=weight, bias=bias, running_mean=rm, running_var=rv)
+    if (rm is None) != (rv is None):
+        raise ShapeError(f"{name} takes both running_mean and running_var, or neither")
+    axes = channel_axes(x, per_image)
+    if own:
+        m = enough_values(name, x, per_image)
+        mean, var = moments(x, axes)
+        if rm is not None and rv is not None:
+            if momentum is None:
+                raise LayerConfigError(
+                    f"{name} needs a float momentum; the cumulative average (momentum=None) is "
+                    "the module's, which counts the batches"
+                )
+            update_running(rm, mean.reshape(-1, c[0]).mean(axis=0), momentum)
+            unbiased = var.reshape(-1, c[0]).mean(axis=0) * (m / (m - 1))
+            update_running(rv, unbiased, momentum)
+    else:
+        if rm is None or rv is None:
+            raise ShapeError(f"{name} in eval mode needs running_mean and running_var")
+        mean, var = per_channel(rm, x.ndim), per_channel(rv, x.ndim)
+    xhat, inv = normalize(x, mean, var, eps)
+    w, b = (None if v is None else per_channel(v, x.ndim) for v in (weight, bias))
+    return scale_shift(xhat, w, b), (xhat, inv, axes, own)
+
+
+def norm_backward(
+    grad_out: Any,
+    x: np.ndarray,
+    saved: Any,
+    gamma: np.ndarray | None,
+    gamma_axes: Sequence[int],
+    bias: bool,
+) -> Grads:
+    """The gradients of any normalisation from what its forward saved; ``gamma`` is γ shaped to
+    broadcast against x (None without), ``gamma_axes`` the axes γ's gradient sums over."""
+    xhat, inv, axes, own = saved
+    grad_out = float_array(grad_out, "grad_out")
+    expect_shape(grad_out, x.shape, "grad_out", "(the shape of x)")
+    same_dtype(grad_out=grad_out, x=x)
+    g_xhat = (grad_out if gamma is None else grad_out * gamma).reshape(xhat.shape)
+    grad_input = input_gradient(g_xhat, xhat, inv, axes, own).reshape(x.shape)
+    if gamma is None:
+        return grad_input, None, None
+    gw, gb = affine_gradients(grad_out, xhat.reshape(x.shape), gamma_axes, bias)
+    return grad_input, gw, gb
