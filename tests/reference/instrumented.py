@@ -49,6 +49,10 @@ __all__ = [
     "linear_counts",
     "max_pool_counts",
     "max_pool_worst_backward_adds",
+    "mean_counts",
+    "moved_counts",
+    "mul_counts",
+    "normalization_counts",
 ]
 
 
@@ -1151,6 +1155,11 @@ def _act_forward(name, x, slope):
         return x / (1.0 + c_exp(-x))
     if name == "gelu":
         return 0.5 * x * (1.0 + c_erf(x * _INV_SQRT2))
+    if name in ("hardsigmoid", "hardswish"):
+        shifted = x + 3.0
+        low = shifted if shifted > 0.0 else zero
+        clipped = low if low < 6.0 else Counted(6.0)
+        return clipped / 6.0 if name == "hardsigmoid" else x * clipped / 6.0
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -1177,6 +1186,16 @@ def _act_backward(name, x, y, gy, slope):
         cdf = 0.5 * (1.0 + c_erf(x * _INV_SQRT2))
         pdf = c_exp(x * x * -0.5) * _INV_SQRT_2PI
         return gy * (cdf + x * pdf)
+    if name == "hardsigmoid":
+        above = x > -3.0
+        below = x < 3.0
+        share = gy / 6.0
+        return share if (above and below) else zero
+    if name == "hardswish":
+        below = x < -3.0
+        middle = x <= 3.0
+        slope = (2.0 * x + 3.0) / 6.0 * gy
+        return zero if below else (slope if middle else gy)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -1265,4 +1284,201 @@ def add_counts(input_shape, n_inputs, batch, seed=0):
         "forward": c_fwd.as_dict(),
         "backward_input": c_bin.as_dict(),
         "values": {"xs": xs, "gy": gy, "y": _to_float(Y), "gxs": grads},
+    }
+
+
+def normalization_counts(
+    input_shape, batch, kind, affine=True, bias=True, groups=1, normalized_ndim=1, seed=0, eps=1e-5
+):
+    """Instrumented normalisation in training mode (biased variance, no running statistics):
+    each group of values is centred by its mean and scaled by 1/sqrt(var + eps), then by the
+    affine gamma (and + beta with ``bias``). ``kind`` picks the groups and the affine entries:
+
+    * ``batch``: a group per channel, over the batch and spatial axes; gamma per channel;
+    * ``instance``: a group per image and channel, over the spatial axes; gamma per channel;
+    * ``group``: a group per image and group of ``C / groups`` channels, over those channels
+      and the spatial axes; gamma per channel;
+    * ``layer``: a group per image and leading index, over the last ``normalized_ndim`` axes;
+      gamma per entry of those axes.
+
+    Random draws, in order: x (N, *input_shape), gamma, beta (when affine), gy.
+    backward_weight / backward_bias are None without them. All count dicts carry every key."""
+    shape = tuple(int(v) for v in input_shape)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + shape)
+    param_shape = shape[len(shape) - normalized_ndim :] if kind == "layer" else (shape[0],)
+    gamma = rng.standard_normal(param_shape) if affine else None
+    beta = rng.standard_normal(param_shape) if affine and bias else None
+    gy = rng.standard_normal(x.shape)
+    X, GY = _wrap(x), _wrap(gy)
+    G = _wrap(gamma) if affine else None
+    Bt = _wrap(beta) if beta is not None else None
+
+    def param(idx):  # the affine entry of element idx (batch included)
+        return idx[len(idx) - normalized_ndim :] if kind == "layer" else (idx[1],)
+
+    members = {}
+    for idx in np.ndindex(*x.shape):
+        if kind == "batch":
+            key = (idx[1],)
+        elif kind == "instance":
+            key = idx[:2]
+        elif kind == "group":
+            key = (idx[0], idx[1] // (shape[0] // groups))
+        else:
+            key = idx[: len(idx) - normalized_ndim]
+        members.setdefault(key, []).append(idx)
+
+    Y = _empty(x.shape)
+    saved = {}
+    with counting() as c_fwd:
+        for key, idxs in members.items():
+            m = len(idxs)
+            mean = _csum(X[i] for i in idxs) / m
+            cen = [X[i] - mean for i in idxs]
+            var = _csum(cv * cv for cv in cen) / m
+            inv = 1.0 / c_sqrt(var + eps)
+            xhat = [cv * inv for cv in cen]
+            for i, xh in zip(idxs, xhat):
+                y = xh * G[param(i)] if affine else xh
+                Y[i] = y + Bt[param(i)] if Bt is not None else y
+            saved[key] = (idxs, xhat, inv)
+
+    GX = _empty(x.shape)
+    with counting() as c_bin:
+        for idxs, xhat, inv in saved.values():
+            m = len(idxs)
+            gxhat = [GY[i] * G[param(i)] for i in idxs] if affine else [GY[i] for i in idxs]
+            s1 = _csum(gxhat)
+            s2 = _csum(gh * xh for gh, xh in zip(gxhat, xhat))
+            coef = inv / m
+            for i, gh, xh in zip(idxs, gxhat, xhat):
+                GX[i] = coef * ((m * gh - s1) - xh * s2)
+
+    xhats = {i: xh for idxs, xhat, _ in saved.values() for i, xh in zip(idxs, xhat)}
+    by_param = {}
+    for idx in np.ndindex(*x.shape):
+        by_param.setdefault(param(idx), []).append(idx)
+    result = {
+        "output_shape": shape,
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "backward_weight": None,
+        "backward_bias": None,
+    }
+    values = {
+        "x": x,
+        "gamma": gamma,
+        "beta": beta,
+        "gy": gy,
+        "y": _to_float(Y),
+        "gx": _to_float(GX),
+        "gw": None,
+        "gb": None,
+    }
+    if affine:
+        GW = _empty(param_shape)
+        with counting() as c_bw:
+            for p, idxs in by_param.items():
+                GW[p] = _csum(GY[i] * xhats[i] for i in idxs)
+        result["backward_weight"] = c_bw.as_dict()
+        values["gw"] = _to_float(GW)
+    if Bt is not None:
+        GB = _empty(param_shape)
+        with counting() as c_bb:
+            for p, idxs in by_param.items():
+                GB[p] = _csum(GY[i] for i in idxs)
+        result["backward_bias"] = c_bb.as_dict()
+        values["gb"] = _to_float(GB)
+    result["values"] = values
+    return result
+
+
+def mul_counts(shape_a, shape_b, batch, seed=0):
+    """Instrumented broadcasting product of two inputs of one rank (each axis equal or 1):
+    one multiplication per output element; the backward multiplies the upstream gradient by the
+    other input and sums it over the axes the input was repeated along. Random draws, in
+    order: a, b, gy."""
+    out = tuple(max(p, q) for p, q in zip(shape_a, shape_b))
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch,) + tuple(shape_a))
+    b = rng.standard_normal((batch,) + tuple(shape_b))
+    gy = rng.standard_normal((batch,) + out)
+    A, B, GY = _wrap(a), _wrap(b), _wrap(gy)
+
+    def source(idx, shape):
+        return (idx[0],) + tuple(0 if s == 1 else i for i, s in zip(idx[1:], shape))
+
+    Y = _empty(gy.shape)
+    with counting() as c_fwd:
+        for idx in np.ndindex(*gy.shape):
+            Y[idx] = A[source(idx, shape_a)] * B[source(idx, shape_b)]
+    with counting() as c_bin:
+        for mine, other, shape in ((A, B, shape_b), (B, A, shape_a)):
+            own = shape_a if mine is A else shape_b
+            sums = {}
+            for idx in np.ndindex(*gy.shape):
+                sums.setdefault(source(idx, own), []).append(GY[idx] * other[source(idx, shape)])
+            for terms in sums.values():
+                _csum(terms)
+    return {
+        "output_shape": out,
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"a": a, "b": b, "gy": gy, "y": _to_float(Y)},
+    }
+
+
+def mean_counts(input_shape, dims, keepdim, batch, seed=0):
+    """Instrumented mean over ``dims`` (PyTorch numbering, batch = 0): each mean sums its n
+    values and divides once; the backward divides each upstream gradient by n once and copies
+    it to the n inputs. Random draws, in order: x, gy."""
+    shape = tuple(int(v) for v in input_shape)
+    axes = sorted((d + len(shape) + 1 if d < 0 else d) for d in dims)
+    out = tuple(
+        1 if a + 1 in axes else v for a, v in enumerate(shape) if keepdim or a + 1 not in axes
+    )
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch,) + shape)
+    gy = rng.standard_normal((batch,) + out)
+    X, GY = _wrap(x), _wrap(gy)
+    groups = {}
+    for idx in np.ndindex(*x.shape):
+        kept = tuple(0 if a in axes else v for a, v in enumerate(idx) if keepdim or a not in axes)
+        groups.setdefault(kept, []).append(idx)
+    Y = _empty(gy.shape)
+    with counting() as c_fwd:
+        for key, idxs in groups.items():
+            Y[key] = _csum(X[i] for i in idxs) / len(idxs)
+    GX = _empty(x.shape)
+    with counting() as c_bin:
+        for key, idxs in groups.items():
+            share = GY[key] / len(idxs)
+            for i in idxs:
+                GX[i] = share  # copied: free
+    return {
+        "output_shape": out,
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"x": x, "gy": gy, "y": _to_float(Y), "gx": _to_float(GX)},
+    }
+
+
+def moved_counts(move, shapes, batch, seed=0):
+    """Instrumented data movement: ``move`` (reshape, transpose, take, concatenate, applied by
+    NumPy to arrays of counting scalars) on random inputs of ``shapes``, and the same movement's
+    adjoint on the upstream gradient (``move`` applied to it as ``move(*arrays, adjoint=gy)``
+    must return the input gradients). Whatever arithmetic either performs is counted; moving
+    values performs none. Random draws: each input, then gy."""
+    rng = np.random.default_rng(seed)
+    xs = [_wrap(rng.standard_normal((batch,) + tuple(s))) for s in shapes]
+    with counting() as c_fwd:
+        y = move(*xs)
+    gy = _wrap(rng.standard_normal(y.shape))
+    with counting() as c_bin:
+        move(*xs, adjoint=gy)
+    return {
+        "output_shape": tuple(y.shape[1:]),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
     }

@@ -16,15 +16,19 @@ from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, check_sizes, is_int, prod
 from ..module import Module
-from .base import Op, no_macs, no_params, not_linear, pointwise_field
+from .base import Op, no_macs, no_params, not_linear
 
 if TYPE_CHECKING:
-    pass
+    from ..receptive import Field
 
 #: Why a structural op is not part of a composed convolution.
 NOT_A_CONVOLUTION = "is not a convolution, an average pool or a BatchNorm: compose takes only those"
-#: A reshape, reordering or view: each output entry is one input entry and keeps its field.
-moves_values = pointwise_field
+
+
+def moves_values(self: Op, field: Field, input_shape: Any, output_shape: Shape) -> Field:
+    """The face of a reshape, reordering, view or copy: each output entry is one input entry
+    and keeps that entry's field, wherever the entry moves."""
+    return field
 
 
 class StructuralOp(Op):

@@ -1,0 +1,481 @@
+"""The contract test's cases: one or more per registered operation family.
+
+A case names what convscope builds (an ``nn`` module, or for a family of traced graphs its
+spec and a run of its functional pair), its PyTorch twin (a torch.nn module or a function of
+tensors), the input shapes, and the instrumented reference that counts its operations. Adding a
+family means adding its cases here: ``test_contract`` fails for a family without any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as tnn
+
+from convscope import functional as F
+from convscope import nn
+from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec
+from convscope.ops.normalization import LayerNormSpec
+from convscope.ops.structural import ConcatSpec, PermuteSpec, ReshapeSpec, SliceSpec
+from tests.reference import instrumented as ref
+
+Shape = tuple[int, ...]
+Run = Callable[[list[np.ndarray]], tuple[np.ndarray, Callable[[np.ndarray], list[np.ndarray]]]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration of a family, with its oracles.
+
+    ``build`` makes convscope's module (or, for a family without one, its spec; then ``run``
+    is the functional forward and backward). ``twin`` makes the PyTorch twin: a module with the
+    same constructor arguments, or a function of the input tensors. ``counts(batch, mode)`` is
+    the instrumented reference. ``traced`` makes the torch module whose trace holds the case's
+    operation for the adapter (default: the twin, if it is a module). ``train`` is the mode the
+    passes run in.
+    """
+
+    family: str
+    label: str
+    build: Callable[[], Any]
+    twin: Callable[[], Any]
+    shapes: tuple[Shape, ...]
+    counts: Callable[[int, str], dict]
+    batch: int = 2
+    run: Run | None = None
+    traced: Callable[[], tnn.Module] | None = None
+    train: bool = True
+
+    @property
+    def id(self) -> str:
+        return self.label
+
+
+class Wrap(tnn.Module):
+    """A function of one tensor as a torch module, for the adapter to trace."""
+
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
+def same_in_both_modes(count: Callable[[int], dict]) -> Callable[[int, str], dict]:
+    """A reference for a layer without padding: both count modes agree."""
+    return lambda batch, mode: count(batch)
+
+
+def moved(move: Callable[..., Any], shapes: Sequence[Shape]) -> Callable[[int, str], dict]:
+    """The reference of a data movement, on counting scalars."""
+    return same_in_both_modes(lambda batch: ref.moved_counts(move, shapes, batch))
+
+
+def graph_run(forward: Callable[..., np.ndarray], backward: Callable[..., Any]) -> Run:
+    """A run of a functional pair: ``forward(*xs)`` and ``backward(g, *xs)``."""
+
+    def run(xs: list[np.ndarray]) -> tuple[np.ndarray, Callable[[np.ndarray], list[np.ndarray]]]:
+        y = forward(*xs)
+        return y, lambda g: list(_tuple(backward(g, *xs)))
+
+    return run
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+# -- the windowed families --------------------------------------------------------------------
+
+
+def conv(
+    label: str,
+    ndim: int,
+    c_in: int,
+    c_out: int,
+    spatial: Shape,
+    k,
+    s=1,
+    p=0,
+    d=1,
+    g=1,
+    bias=True,
+    mode="zeros",
+) -> Case:
+    args = dict(stride=s, padding=p, dilation=d, groups=g, bias=bias, padding_mode=mode)
+    name = f"Conv{ndim}d"
+    pads = tuple((v, v) for v in (p if isinstance(p, tuple) else (p,) * ndim))
+    return Case(
+        "conv",
+        label,
+        lambda: getattr(nn, name)(c_in, c_out, k, **args),
+        lambda: getattr(tnn, name)(c_in, c_out, k, **args),
+        ((c_in, *spatial),),
+        lambda batch, count: ref.conv_counts(
+            (c_in, *spatial), c_out, k, s, pads, d, g, bias, mode, batch, count
+        ),
+    )
+
+
+def conv_transpose(
+    label: str,
+    ndim: int,
+    c_in: int,
+    c_out: int,
+    spatial: Shape,
+    k,
+    s=1,
+    p=0,
+    op=0,
+    g=1,
+    bias=True,
+    d=1,
+) -> Case:
+    args = dict(stride=s, padding=p, output_padding=op, groups=g, bias=bias, dilation=d)
+    name = f"ConvTranspose{ndim}d"
+    return Case(
+        "conv_transpose",
+        label,
+        lambda: getattr(nn, name)(c_in, c_out, k, **args),
+        lambda: getattr(tnn, name)(c_in, c_out, k, **args),
+        ((c_in, *spatial),),
+        lambda batch, count: ref.conv_transpose_counts(
+            (c_in, *spatial), c_out, k, s, p, op, d, g, bias, batch, count
+        ),
+    )
+
+
+def max_pool(label: str, ndim: int, shape: Shape, k, s=None, p=0, d=1, ceil=False) -> Case:
+    name = f"MaxPool{ndim}d"
+    return Case(
+        "pool",
+        label,
+        lambda: getattr(nn, name)(k, s, p, d, ceil),
+        lambda: getattr(tnn, name)(k, s, p, d, ceil_mode=ceil),
+        (shape,),
+        lambda batch, count: ref.max_pool_counts(
+            shape, k, s if s is not None else k, p, d, ceil, batch, count
+        ),
+    )
+
+
+def avg_pool(
+    label: str, ndim: int, shape: Shape, k, s=None, p=0, ceil=False, include=True, divisor=None
+) -> Case:
+    name = f"AvgPool{ndim}d"
+    extra = {} if ndim == 1 else {"divisor_override": divisor}
+    return Case(
+        "pool",
+        label,
+        lambda: getattr(nn, name)(k, s, p, ceil, include, **extra),
+        lambda: getattr(tnn, name)(k, s, p, ceil, include, **extra),
+        (shape,),
+        lambda batch, count: ref.avg_pool_counts(
+            shape, k, s if s is not None else k, p, ceil, include, divisor, batch, count
+        ),
+    )
+
+
+def adaptive(label: str, kind: str, ndim: int, shape: Shape, size) -> Case:
+    name = f"Adaptive{kind.capitalize()}Pool{ndim}d"
+    return Case(
+        "adaptive_pool",
+        label,
+        lambda: getattr(nn, name)(size),
+        lambda: getattr(tnn, name)(size),
+        (shape,),
+        same_in_both_modes(lambda batch: ref.adaptive_pool_counts(kind, shape, size, batch)),
+    )
+
+
+def norm(family: str, label: str, shape: Shape, kind: str, *args: Any, **kwargs: Any) -> Case:
+    """A normalisation layer and its twin, of the class its label names."""
+    name = label.split("-")[0]
+    affine = kwargs.get("affine", kwargs.get("elementwise_affine", kind in ("layer", "group")))
+    options = {
+        "affine": affine,
+        "bias": kwargs.get("bias", True),
+        "groups": args[0] if kind == "group" else 1,
+        "normalized_ndim": len(args[0]) if kind == "layer" and isinstance(args[0], tuple) else 1,
+    }
+    return Case(
+        family,
+        label,
+        lambda: getattr(nn, name)(*args, **kwargs),
+        lambda: getattr(tnn, name)(*args, **kwargs),
+        (shape,),
+        same_in_both_modes(lambda batch: ref.normalization_counts(shape, batch, kind, **options)),
+    )
+
+
+# -- the cases --------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "ReLU": "relu",
+    "ReLU6": "relu6",
+    "LeakyReLU": "leaky_relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "SiLU": "silu",
+    "GELU": "gelu",
+    "Hardsigmoid": "hardsigmoid",
+    "Hardswish": "hardswish",
+}
+
+
+def activation(name: str) -> Case:
+    args = (0.2,) if name == "LeakyReLU" else ()
+    shape = (2, 3, 3)
+    return Case(
+        "activation",
+        name,
+        lambda: getattr(nn, name)(*args),
+        lambda: getattr(tnn, name)(*args),
+        (shape,),
+        same_in_both_modes(
+            lambda batch: ref.activation_counts(ACTIVATIONS[name], shape, batch, *args)
+        ),
+    )
+
+
+def _reshape_move(*xs, adjoint=None):
+    return xs[0].reshape(xs[0].shape[0], 3, 8) if adjoint is None else adjoint.reshape(xs[0].shape)
+
+
+def _permute_move(*xs, adjoint=None):
+    return xs[0].transpose(0, 2, 1, 3) if adjoint is None else adjoint.transpose(0, 2, 1, 3)
+
+
+def _slice_move(*xs, adjoint=None):
+    if adjoint is None:
+        return xs[0][:, 1:3]
+    grad = np.zeros(xs[0].shape, dtype=object)
+    grad[:, 1:3] = adjoint
+    return grad
+
+
+def _flatten_move(*xs, adjoint=None):
+    return xs[0].reshape(xs[0].shape[0], -1) if adjoint is None else adjoint.reshape(xs[0].shape)
+
+
+def _concat_move(*xs, adjoint=None):
+    if adjoint is None:
+        return np.concatenate(xs, axis=1)
+    return np.split(adjoint, [xs[0].shape[1]], axis=1)
+
+
+CASES: dict[str, list[Case]] = {
+    "conv": [
+        conv("Conv2d-k3s2p1g2", 2, 4, 6, (7, 7), 3, s=2, p=1, g=2),
+        conv(
+            "Conv1d-k3d2p2-reflect-nobias", 1, 2, 3, (9,), 3, p=2, d=2, bias=False, mode="reflect"
+        ),
+        conv("Conv3d-k231p110", 3, 2, 2, (4, 5, 3), (2, 3, 1), p=(1, 1, 0)),
+    ],
+    "conv_transpose": [
+        conv_transpose("ConvTranspose2d-k3s2p1op1", 2, 4, 2, (4, 4), 3, s=2, p=1, op=1),
+        conv_transpose("ConvTranspose1d-k3g2d2-nobias", 1, 2, 4, (5,), 3, g=2, bias=False, d=2),
+    ],
+    "pool": [
+        max_pool("MaxPool2d-k3s2p1", 2, (2, 7, 7), 3, 2, 1),
+        max_pool("MaxPool1d-k2d2-ceil", 1, (2, 8), 2, 2, 0, 2, True),
+        avg_pool("AvgPool2d-k3s2p1-ceil-exclude", 2, (2, 6, 6), 3, 2, 1, True, False),
+        avg_pool("AvgPool1d-k2", 1, (2, 8), 2),
+        avg_pool("AvgPool3d-k2-divisor3", 3, (1, 4, 4, 4), 2, divisor=3),
+    ],
+    "adaptive_pool": [
+        adaptive("AdaptiveAvgPool2d-2x3", "avg", 2, (2, 5, 6), (2, 3)),
+        adaptive("AdaptiveMaxPool1d-1", "max", 1, (3, 7), 1),
+        adaptive("AdaptiveMaxPool2d-2", "max", 2, (2, 6, 4), 2),
+    ],
+    "linear": [
+        Case(
+            "linear",
+            "Linear-8-5",
+            lambda: nn.Linear(8, 5),
+            lambda: tnn.Linear(8, 5),
+            ((8,),),
+            same_in_both_modes(lambda batch: ref.linear_counts((8,), 5, True, batch)),
+        ),
+        Case(
+            "linear",
+            "Linear-6-3-nobias-rows",
+            lambda: nn.Linear(6, 3, bias=False),
+            lambda: tnn.Linear(6, 3, bias=False),
+            ((4, 6),),
+            same_in_both_modes(lambda batch: ref.linear_counts((4, 6), 3, False, batch)),
+        ),
+    ],
+    "batchnorm": [
+        Case(
+            "batchnorm",
+            "BatchNorm2d",
+            lambda: nn.BatchNorm2d(3),
+            lambda: tnn.BatchNorm2d(3),
+            ((3, 4, 4),),
+            same_in_both_modes(lambda batch: ref.batchnorm_counts((3, 4, 4), True, batch)),
+        ),
+        Case(
+            "batchnorm",
+            "BatchNorm1d-noaffine",
+            lambda: nn.BatchNorm1d(4, affine=False),
+            lambda: tnn.BatchNorm1d(4, affine=False),
+            ((4, 5),),
+            same_in_both_modes(lambda batch: ref.batchnorm_counts((4, 5), False, batch)),
+        ),
+    ],
+    "layernorm": [
+        Case(
+            "layernorm",
+            "LayerNorm-4",
+            lambda: LayerNormSpec((4,)),
+            lambda: tnn.LayerNorm(4),
+            ((3, 4),),
+            same_in_both_modes(lambda batch: ref.normalization_counts((3, 4), batch, "layer")),
+        ),
+    ],
+    "activation": [
+        *(activation(name) for name in ACTIVATIONS),
+        # counted in training, as the summary counts a training step; run in eval, where it is
+        # deterministic (the training mask's passes are tested in test_engine_dense)
+        Case(
+            "activation",
+            "Dropout",
+            lambda: nn.Dropout(0.3),
+            lambda: tnn.Dropout(0.3),
+            ((2, 3, 3),),
+            same_in_both_modes(lambda batch: ref.dropout_counts((2, 3, 3), batch, 0.3)),
+            train=False,
+        ),
+    ],
+    "flatten": [
+        Case(
+            "flatten",
+            "Flatten",
+            lambda: nn.Flatten(),
+            lambda: tnn.Flatten(),
+            ((2, 3, 4),),
+            moved(_flatten_move, [(2, 3, 4)]),
+        ),
+        Case(
+            "flatten",
+            "Flatten-2",
+            lambda: nn.Flatten(2),
+            lambda: tnn.Flatten(2),
+            ((2, 3, 4),),
+            moved(
+                lambda *xs, adjoint=None: (
+                    xs[0].reshape(*xs[0].shape[:2], -1)
+                    if adjoint is None
+                    else adjoint.reshape(xs[0].shape)
+                ),
+                [(2, 3, 4)],
+            ),
+        ),
+    ],
+    "reshape": [
+        Case(
+            "reshape",
+            "Reshape-3x8",
+            lambda: ReshapeSpec((3, 8)),
+            lambda: lambda x: x.reshape(x.shape[0], 3, 8),
+            ((2, 3, 4),),
+            moved(_reshape_move, [(2, 3, 4)]),
+            run=graph_run(lambda x: F.reshape(x, (3, 8)), F.reshape_backward),
+        ),
+    ],
+    "permute": [
+        Case(
+            "permute",
+            "Permute-0213",
+            lambda: PermuteSpec((0, 2, 1, 3)),
+            lambda: lambda x: x.permute(0, 2, 1, 3),
+            ((2, 3, 4),),
+            moved(_permute_move, [(2, 3, 4)]),
+            run=graph_run(
+                lambda x: F.permute(x, (0, 2, 1, 3)),
+                lambda g, x: F.permute_backward(g, (0, 2, 1, 3)),
+            ),
+        ),
+    ],
+    "slice": [
+        Case(
+            "slice",
+            "Slice-1-1:3",
+            lambda: SliceSpec(1, 1, 3),
+            lambda: lambda x: x[:, 1:3],
+            ((4, 3, 3),),
+            moved(_slice_move, [(4, 3, 3)]),
+            run=graph_run(
+                lambda x: F.slice_along(x, 1, 1, 3),
+                lambda g, x: F.slice_along_backward(g, x, 1, 1, 3),
+            ),
+            traced=lambda: Wrap(lambda x: torch.split(x, [1, 2, 1], 1)[1]),
+        ),
+    ],
+    "concat": [
+        Case(
+            "concat",
+            "Concat-channels",
+            lambda: ConcatSpec(1),
+            lambda: lambda a, b: torch.cat([a, b], 1),
+            ((2, 3, 3), (3, 3, 3)),
+            moved(_concat_move, [(2, 3, 3), (3, 3, 3)]),
+            run=graph_run(
+                lambda a, b: F.concat([a, b], 1), lambda g, a, b: F.concat_backward(g, [a, b], 1)
+            ),
+            traced=lambda: Wrap(lambda x: torch.cat([x, x], 1)),
+        ),
+    ],
+    "add": [
+        Case(
+            "add",
+            "Add",
+            lambda: AddSpec(),
+            lambda: lambda a, b: a + b,
+            ((2, 3, 3), (2, 3, 3)),
+            same_in_both_modes(lambda batch: ref.add_counts((2, 3, 3), 2, batch)),
+            run=graph_run(F.add, lambda g, a, b: F.add_backward(g, 2)),
+            traced=lambda: Wrap(lambda x: x + x),
+        ),
+    ],
+    "mul": [
+        Case(
+            "mul",
+            "Mul-gate",
+            lambda: MulSpec(),
+            lambda: lambda a, b: a * b,
+            ((2, 3, 3), (2, 1, 1)),
+            same_in_both_modes(lambda batch: ref.mul_counts((2, 3, 3), (2, 1, 1), batch)),
+            run=graph_run(F.mul, F.mul_backward),
+            traced=lambda: Wrap(lambda x: x * x.mean((2, 3), keepdim=True)),
+        ),
+    ],
+    "mean": [
+        Case(
+            "mean",
+            "Mean-spatial-keepdim",
+            lambda: MeanSpec((2, 3), True),
+            lambda: lambda x: x.mean((2, 3), keepdim=True),
+            ((2, 4, 4),),
+            same_in_both_modes(lambda batch: ref.mean_counts((2, 4, 4), (2, 3), True, batch)),
+            run=graph_run(
+                lambda x: F.mean(x, (2, 3), True), lambda g, x: F.mean_backward(g, x, (2, 3), True)
+            ),
+        ),
+        Case(
+            "mean",
+            "Mean-channels",
+            lambda: MeanSpec((1,)),
+            lambda: lambda x: x.mean(1),
+            ((3, 4, 4),),
+            same_in_both_modes(lambda batch: ref.mean_counts((3, 4, 4), (1,), False, batch)),
+            run=graph_run(lambda x: F.mean(x, (1,)), lambda g, x: F.mean_backward(g, x, (1,))),
+        ),
+    ],
+}
