@@ -19,7 +19,6 @@ import torch.nn as tnn
 from convscope import functional as F
 from convscope import nn
 from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec
-from convscope.ops.normalization import LayerNormSpec
 from convscope.ops.structural import ConcatSpec, PermuteSpec, ReshapeSpec, SliceSpec
 from tests.reference import instrumented as ref
 
@@ -330,13 +329,32 @@ CASES: dict[str, list[Case]] = {
         ),
     ],
     "layernorm": [
-        Case(
+        norm("layernorm", "LayerNorm-4", (3, 4), "layer", 4),
+        norm(
             "layernorm",
-            "LayerNorm-4",
-            lambda: LayerNormSpec((4,)),
-            lambda: tnn.LayerNorm(4),
-            ((3, 4),),
-            same_in_both_modes(lambda batch: ref.normalization_counts((3, 4), batch, "layer")),
+            "LayerNorm-3x4-noaffine",
+            (2, 3, 4),
+            "layer",
+            (3, 4),
+            elementwise_affine=False,
+        ),
+        norm("layernorm", "LayerNorm-4-nobias", (2, 4), "layer", 4, bias=False),
+    ],
+    "groupnorm": [
+        norm("groupnorm", "GroupNorm-2-4", (4, 3, 3), "group", 2, 4),
+        norm("groupnorm", "GroupNorm-1-3-noaffine", (3, 5), "group", 1, 3, affine=False),
+    ],
+    "instancenorm": [
+        norm("instancenorm", "InstanceNorm2d-affine", (3, 4, 4), "instance", 3, affine=True),
+        norm("instancenorm", "InstanceNorm1d", (2, 6), "instance", 2),
+        norm(
+            "instancenorm",
+            "InstanceNorm2d-tracked",
+            (2, 3, 3),
+            "instance",
+            2,
+            affine=True,
+            track_running_stats=True,
         ),
     ],
     "activation": [

@@ -1,5 +1,5 @@
-"""Normalisation families: BatchNorm (1-D to 3-D) and LayerNorm over the trailing axes
-(analysis only). Each normalises groups of values by their own mean and biased
+"""Normalisation families: BatchNorm (1-D to 3-D), LayerNorm over the trailing axes, GroupNorm
+and InstanceNorm (1-D to 3-D). Each normalises groups of values by their own mean and biased
 variance (or, at inference, by running statistics), then scales by γ and shifts by β; they
 differ in the groups. Counted in training mode, per docs/counting.md. Each family's
 configuration, rules, passes, modules and registration; the array kernel they share is
@@ -15,22 +15,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .. import registry
-from ..arrays import float_array
+from ..arrays import float_array, same_dtype
 from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_input_rank, is_int, prod
+from ..geometry import Shape, check_input_rank, check_sizes, is_int, prod
 from ..grammar import Context, LayerKind
+from ..kernels import normalize as kernel
 from ..kernels.normalize import (
     Grads,
     channel_norm,
     checked_vector,
     norm_backward,
     per_channel,
+    scale_shift,
 )
 from ..module import Module
 from .base import RANKS, LinearMap, Op, rank_class
 from .conv import ConvSpec
-from .normalizing import ChannelNorm, NormSpec, _check_features, _expect_channels
+from .normalizing import ChannelNorm, NormModule, NormSpec, _check_features, _expect_channels
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -172,6 +174,95 @@ class LayerNormSpec(NormSpec):
         return self._statistics_field(field, input_shape, True)
 
 
+@dataclass(frozen=True)
+class GroupNormSpec(NormSpec):
+    """Group normalisation: the channels of (C, *spatial) inputs in ``num_groups`` groups, each
+    normalised over its channels and every position, per image."""
+
+    num_groups: int
+    num_channels: int
+    eps: float = 1e-5
+    affine: bool = True
+    bias: bool = True
+
+    name = "GroupNorm"
+    _positional: ClassVar = ("num_groups", "num_channels")
+
+    def __post_init__(self) -> None:
+        _check_features("num_groups", self.num_groups)
+        _check_features("num_channels", self.num_channels)
+        if self.num_channels % self.num_groups:
+            raise LayerConfigError(
+                f"num_groups must divide num_channels: {self.num_channels} is not divisible by "
+                f"num_groups={self.num_groups}"
+            )
+
+    def _channels(self) -> int:
+        return self.num_channels
+
+    def _check_input(self, input_shape: Sequence[int]) -> Shape:
+        return _expect_channels(self, check_sizes(input_shape, self.name), self.num_channels)
+
+    _shape = BatchNormSpec._shape
+
+    def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
+        w.section("Forward pass (per image and group, over its channels' m values)")
+        v = {"N": batch, "g": self.num_groups, "C": self.num_channels, "S": prod(shape[1:])}
+        groups = w.let("G", "N · g", batch * self.num_groups, v)
+        m = w.let(
+            "m",
+            "(C / g) · S",
+            self.num_channels // self.num_groups * v["S"],
+            v,
+            why="S: values per channel in one image",
+        )
+        return "G", groups, m, "group"
+
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """Each image's statistics reach every position."""
+        return self._statistics_field(field, input_shape, True)
+
+
+@dataclass(frozen=True)
+class InstanceNormSpec(NormSpec):
+    """Instance normalisation: each channel of each image normalised over its positions."""
+
+    ndim: int
+    num_features: int
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+    affine: bool = False
+    track_running_stats: bool = False
+    bias: bool = True
+
+    _positional: ClassVar = ("num_features",)
+    _hidden: ClassVar = ("ndim",)
+
+    __post_init__ = BatchNormSpec.__post_init__
+
+    @property
+    def name(self) -> str:
+        return f"InstanceNorm{self.ndim}d"
+
+    _channels = BatchNormSpec._channels
+
+    def _check_input(self, input_shape: Sequence[int]) -> Shape:
+        shape = check_input_rank(input_shape, (self.ndim + 1,), self.name)
+        return _expect_channels(self, shape, self.num_features)
+
+    _shape = BatchNormSpec._shape
+
+    def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
+        w.section("Forward pass (training mode, per image and channel over its m positions)")
+        v = {"N": batch, "C": self.num_features}
+        groups = w.let("G", "N · C", batch * self.num_features, v)
+        return "G", groups, prod(shape[1:]), "image and channel"
+
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """Each image's statistics reach every position; running ones (at inference) do not."""
+        return self._statistics_field(field, input_shape, not self.track_running_stats)
+
+
 # -- engine: functional forward and backward ----------------------------------------------------
 
 Array = np.ndarray
@@ -240,6 +331,126 @@ def _input(x: Any, name: str, least: int) -> np.ndarray:
     return x
 
 
+def instance_norm(
+    x: Array,
+    running_mean: Array | None = None,
+    running_var: Array | None = None,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Array:
+    """Instance normalisation of (N, C, *spatial) inputs, as F.instance_norm: each image's
+    channels over their positions, updating the running statistics (averaged over the batch)
+    in place; with ``use_input_stats=False`` the running ones."""
+    x = _input(x, "instance norm", 3)
+    running, affine = (running_mean, running_var), (weight, bias)
+    return channel_norm("instance norm", x, True, running, affine, use_input_stats, momentum, eps)[
+        0
+    ]
+
+
+def instance_norm_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array | None = None,
+    use_input_stats: bool = True,
+    running_var: Array | None = None,
+    eps: float = 1e-5,
+    bias: bool = True,
+    running_mean: Array | None = None,
+) -> Grads:
+    """The gradients of instance_norm w.r.t. the input, the weight and the bias (both None
+    without a weight; the bias's None when ``bias`` is false)."""
+    x = _input(x, "instance norm", 3)
+    stats = (None, None) if use_input_stats else (running_mean, running_var)
+    _, saved = channel_norm(
+        "instance norm", x, True, stats, (None, None), use_input_stats, None, eps
+    )
+    weight = checked_vector(weight, "weight", x.shape[1:2], x)
+    gamma = None if weight is None else per_channel(weight, x.ndim)
+    return norm_backward(grad_out, x, saved, gamma, (0, *range(2, x.ndim)), bias)
+
+
+def _layer_norm(x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: float) -> tuple:
+    x = float_array(x, "x")
+    shape = (normalized_shape,) if is_int(normalized_shape) else tuple(normalized_shape)
+    LayerNormSpec(shape, eps).output_shape(x.shape[1:])
+    weight, bias = (
+        checked_vector(weight, "weight", shape, x),
+        checked_vector(bias, "bias", shape, x),
+    )
+    same_dtype(x=x, weight=weight, bias=bias)
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    xhat, inv = kernel.normalize(x, *kernel.moments(x, axes), eps)
+    return x, scale_shift(xhat, weight, bias), (xhat, inv, axes, True), weight
+
+
+def layer_norm(
+    x: Array,
+    normalized_shape: int | Sequence[int],
+    weight: Array | None = None,
+    bias: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """Layer normalisation over the last axes of (N, ..., *normalized_shape), as F.layer_norm."""
+    return _layer_norm(x, normalized_shape, weight, bias, eps)[1]
+
+
+def layer_norm_backward(
+    grad_out: Array,
+    x: Array,
+    normalized_shape: int | Sequence[int],
+    weight: Array | None = None,
+    eps: float = 1e-5,
+    bias: bool = True,
+) -> Grads:
+    """The gradients of layer_norm w.r.t. the input, the weight and the bias (both None without
+    a weight; the bias's None when ``bias`` is false)."""
+    x, _, saved, weight = _layer_norm(x, normalized_shape, weight, None, eps)
+    return norm_backward(grad_out, x, saved, weight, tuple(range(x.ndim - len(saved[2]))), bias)
+
+
+def _group_norm(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> tuple:
+    x = float_array(x, "x")
+    if x.ndim < 2:
+        raise ShapeError(f"group norm takes an input of (N, C, *spatial), got shape {x.shape}")
+    GroupNormSpec(num_groups, x.shape[1], eps).output_shape(x.shape[1:])
+    c = x.shape[1:2]
+    weight, bias = checked_vector(weight, "weight", c, x), checked_vector(bias, "bias", c, x)
+    same_dtype(x=x, weight=weight, bias=bias)
+    grouped = x.reshape(x.shape[0], num_groups, -1)
+    xhat, inv = kernel.normalize(grouped, *kernel.moments(grouped, (2,)), eps)
+    w, b = (None if v is None else per_channel(v, x.ndim) for v in (weight, bias))
+    return x, scale_shift(xhat.reshape(x.shape), w, b), (xhat, inv, (2,), True), w
+
+
+def group_norm(
+    x: Array,
+    num_groups: int,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    eps: float = 1e-5,
+) -> Array:
+    """Group normalisation of (N, C, *spatial) inputs, as F.group_norm."""
+    return _group_norm(x, num_groups, weight, bias, eps)[1]
+
+
+def group_norm_backward(
+    grad_out: Array,
+    x: Array,
+    num_groups: int,
+    weight: Array | None = None,
+    eps: float = 1e-5,
+    bias: bool = True,
+) -> Grads:
+    """The gradients of group_norm w.r.t. the input, the weight and the bias (both None without
+    a weight; the bias's None when ``bias`` is false)."""
+    x, _, saved, gamma = _group_norm(x, num_groups, weight, None, eps)
+    return norm_backward(grad_out, x, saved, gamma, (0, *range(2, x.ndim)), bias)
+
+
 # -- modules --------------------------------------------------------------------------------------
 
 
@@ -272,10 +483,119 @@ class BatchNormNd(ChannelNorm):
         )
 
 
+class InstanceNormNd(ChannelNorm):
+    """Instance normalisation with PyTorch's arguments, attribute names and state dict."""
+
+    ndim = 2
+    per_image = True
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        *,
+        bias: bool = True,
+    ) -> None:
+        self.spec = InstanceNormSpec(
+            self.ndim,
+            num_features,
+            eps,
+            momentum,
+            bool(affine),
+            bool(track_running_stats),
+            bool(bias and affine),
+        )
+        self._parameters(
+            (num_features,), affine, affine and bias, num_features, track_running_stats
+        )
+
+
+class LayerNorm(NormModule):
+    """Layer normalisation over the trailing axes, with PyTorch's arguments."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+    ) -> None:
+        shape = (normalized_shape,) if is_int(normalized_shape) else tuple(normalized_shape)
+        affine = bool(elementwise_affine)
+        self.spec = LayerNormSpec(shape, eps, affine, bool(bias and affine))
+        self._parameters(shape, affine, affine and bias, 0, False)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Each row normalised over the trailing axes."""
+        x, y, saved, _ = _layer_norm(
+            x,
+            self.spec.normalized_shape,
+            self._data(self.weight),
+            self._data(self.bias),
+            self.spec.eps,
+        )
+        self.save_for_backward(x, saved)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds γ's and β's gradients into their ``grad``."""
+        x, saved = self.saved()
+        gamma_axes = tuple(range(x.ndim - len(self.spec.normalized_shape)))
+        gx, gw, gb = norm_backward(
+            grad_out, x, saved, self._data(self.weight), gamma_axes, self.bias is not None
+        )
+        self._accumulate(gw, gb)
+        return gx
+
+
+class GroupNorm(NormModule):
+    """Group normalisation with PyTorch's arguments."""
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        bias: bool = True,
+    ) -> None:
+        self.spec = GroupNormSpec(
+            num_groups, num_channels, eps, bool(affine), bool(bias and affine)
+        )
+        self._parameters((num_channels,), affine, affine and bias, num_channels, False)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Each image's groups of channels normalised over their values."""
+        x, y, saved, gamma = _group_norm(
+            x, self.spec.num_groups, self._data(self.weight), self._data(self.bias), self.spec.eps
+        )
+        self.save_for_backward(x, saved, gamma)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The input gradient; adds γ's and β's gradients into their ``grad``."""
+        x, saved, gamma = self.saved()
+        gx, gw, gb = norm_backward(
+            grad_out, x, saved, gamma, (0, *range(2, x.ndim)), self.bias is not None
+        )
+        self._accumulate(gw, gb)
+        return gx
+
+
 BatchNorm1d, BatchNorm2d, BatchNorm3d = (
     rank_class(BatchNormNd, d, f"BatchNorm{d}d", f"Batch normalisation of {shape} inputs.")
     for d, shape in zip(RANKS, ("(C,) or (C, L)", "(C, H, W)", "(C, D, H, W)"))
 )
+InstanceNorm1d, InstanceNorm2d, InstanceNorm3d = (
+    rank_class(InstanceNormNd, d, f"InstanceNorm{d}d", f"Instance normalisation of {shape} inputs.")
+    for d, shape in zip(RANKS, ("(C, L)", "(C, H, W)", "(C, D, H, W)"))
+)
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
@@ -318,22 +638,24 @@ BATCH_NORM = _family(
     "num_features",
     (LayerKind("bn", (), _build_bn, help="an eval-mode BatchNorm"),),
 )
-LAYER_NORM = registry.register(
-    registry.Family(
-        "layernorm",
-        (LayerNormSpec,),
-        registry.NotSupported("analysis only: no engine yet"),
-        registry.NotSupported("analysis only: no engine yet"),
-        registry.NotSupported("analysis only: no engine yet"),
-        registry.TorchMapping(
-            {
-                "LayerNorm": lambda m: LayerNormSpec(
-                    tuple(m.normalized_shape),
-                    m.eps,
-                    m.elementwise_affine,
-                    getattr(m, "bias", None) is not None,
-                )
-            }
-        ),
-    )
+LAYER_NORM = _family(
+    "layernorm",
+    LayerNormSpec,
+    _by_name(LayerNorm),
+    {"layer_norm": layer_norm, "layer_norm_backward": layer_norm_backward},
+    None,
+)
+GROUP_NORM = _family(
+    "groupnorm",
+    GroupNormSpec,
+    _by_name(GroupNorm),
+    {"group_norm": group_norm, "group_norm_backward": group_norm_backward},
+    "num_channels",
+)
+INSTANCE_NORM = _family(
+    "instancenorm",
+    InstanceNormSpec,
+    _by_name(InstanceNorm1d, InstanceNorm2d, InstanceNorm3d),
+    {"instance_norm": instance_norm, "instance_norm_backward": instance_norm_backward},
+    "num_features",
 )
