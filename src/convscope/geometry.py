@@ -111,26 +111,20 @@ def pad_pairs(
 
 
 def check_input(input_shape: Sequence[int], ndim: int, layer: str) -> Shape:
-    """A channel-first shape (C, *spatial) with ``ndim`` spatial axes, all sizes >= 1."""
-    shape = tuple(input_shape)
-    if len(shape) != ndim + 1 or not all(is_int(v) for v in shape):
-        raise ShapeError(
-            f"{layer} takes a (C, {', '.join(axis_names(ndim))}) input without the batch "
-            f"dimension, got {tuple(input_shape)}"
-        )
-    if any(v < 1 for v in shape):
-        raise ShapeError(f"{layer}: every input size must be >= 1, got {shape}")
+    """A channel-first shape (C, *spatial) with ``ndim`` spatial axes (``check_sizes``)."""
+    form = f"a (C, {', '.join(axis_names(ndim))}) input"
+    shape = check_sizes(input_shape, layer, form)
+    if len(shape) != ndim + 1:
+        raise ShapeError(f"{layer} takes {form} without the batch dimension, got {shape}")
     return shape
 
 
 def check_input_rank(input_shape: Sequence[int], ranks: Sequence[int], layer: str) -> Shape:
-    """Sizes >= 1 (``check_sizes``) with one of the given numbers of axes."""
-    shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
-    if len(shape) not in ranks or not all(is_int(v) and v >= 1 for v in shape):
-        raise ShapeError(
-            f"{layer} takes an input of {' or '.join(map(str, ranks))} axes without the "
-            f"batch, all sizes >= 1, got {input_shape!r}"
-        )
+    """Sizes (``check_sizes``) with one of the given numbers of axes."""
+    form = f"an input of {' or '.join(map(str, ranks))} axes"
+    shape = check_sizes(input_shape, layer, form)
+    if len(shape) not in ranks:
+        raise ShapeError(f"{layer} takes {form} without the batch, got {shape}")
     return shape
 
 

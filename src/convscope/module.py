@@ -221,10 +221,10 @@ class Module:
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} has no forward")
+        raise ConvScopeError(f"{type(self).__name__} does not run: it only answers analysis")
 
     def backward(self, grad_out: np.ndarray) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} has no backward")
+        raise ConvScopeError(f"{type(self).__name__}.backward called before forward")
 
     def __call__(self, x: Any) -> Any:
         return self.forward(x)

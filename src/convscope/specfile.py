@@ -13,7 +13,7 @@ from typing import Any
 from . import registry
 from .containers import Concat, Residual, Sequential
 from .errors import ConvScopeError
-from .geometry import Shape
+from .geometry import Shape, check_sizes
 from .module import Module
 
 _BLOCKS = {
@@ -75,16 +75,13 @@ def _parse(source: str | Path) -> Any:
 
 
 def _shape(value: Any) -> Shape:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
+    try:
+        return check_sizes(value if isinstance(value, list) else None, "spec")
+    except ConvScopeError:
         raise ConvScopeError(
             "spec: 'input' is the input shape, channel-first without the batch "
             f"(e.g. [3, 32, 32]), got {value!r}"
-        )
-    return tuple(value)
+        ) from None
 
 
 def _sequence(items: Any, shape: Shape, where: str) -> tuple[Sequential, Shape]:

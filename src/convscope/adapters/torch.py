@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from .. import registry
 from ..containers import Graph, Node, OpaqueSpec
 from ..errors import ConvScopeError
-from ..geometry import Shape
+from ..geometry import Shape, check_sizes
 from ..ops.base import Op
 from ..ops.structural import SliceSpec, batch_free_dim
 
@@ -37,9 +37,7 @@ def from_torch(module: tnn.Module, input_shape: Sequence[int] | None = None) -> 
             f"from_torch needs the input shape of {type(module).__name__} (channel-first, "
             "without the batch, e.g. (3, 224, 224)) to trace it"
         )
-    shape = tuple(input_shape)
-    if not shape or not all(isinstance(v, int) and v >= 1 for v in shape):
-        raise ConvScopeError(f"input shape must be sizes >= 1 without the batch, got {shape}")
+    shape = check_sizes(input_shape, "from_torch")
     try:
         gm = torch.fx.symbolic_trace(module)
     except Exception as error:

@@ -136,13 +136,14 @@ class LayerNormSpec(NormSpec):
     _positional: ClassVar = ("normalized_shape",)
 
     def __post_init__(self) -> None:
-        shape = self.normalized_shape
-        if (
-            not isinstance(shape, tuple)
-            or not shape
-            or not all(is_int(v) and v >= 1 for v in shape)
-        ):
-            raise LayerConfigError(f"normalized_shape must be sizes >= 1, got {shape!r}")
+        if not isinstance(self.normalized_shape, tuple):
+            raise LayerConfigError(
+                f"normalized_shape must be a tuple, got {self.normalized_shape!r}"
+            )
+        try:
+            check_sizes(self.normalized_shape, "LayerNorm", "a normalized_shape")
+        except ShapeError as error:
+            raise LayerConfigError(str(error)) from None
 
     def _entries(self) -> tuple[str, int]:
         return "m", prod(self.normalized_shape)
@@ -152,8 +153,8 @@ class LayerNormSpec(NormSpec):
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         k = len(self.normalized_shape)
-        shape = tuple(input_shape) if isinstance(input_shape, Sequence) else ()
-        if not all(is_int(v) and v >= 1 for v in shape) or shape[-k:] != self.normalized_shape:
+        shape = check_sizes(input_shape, "LayerNorm")
+        if shape[-k:] != self.normalized_shape:
             raise ShapeError(
                 f"LayerNorm expects the last axes to be {self.normalized_shape}, got an input of "
                 f"shape {shape_text(shape) if shape else '()'}"
