@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convscope.ops.conv import CONV_MEMORY_BUDGET, conv2d, conv2d_backward
+from convscope import conv2d, conv2d_backward
+from convscope.kernels.im2col import CONV_MEMORY_BUDGET
 
 # (N, C_in, C_out, H = W, k, stride, pad)
 LAYERS = [

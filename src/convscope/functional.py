@@ -13,16 +13,11 @@ from .ops.loss import (
     softmax_cross_entropy_backward,
 )
 
-globals().update(registry.functional())
-
-__all__ = [
-    "mse_loss",
-    "mse_loss_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-    *registry.functional(),
-]
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __dir__ = registry.export(
+    globals(),
+    registry.functional(),
+    mse_loss,
+    mse_loss_backward,
+    softmax_cross_entropy,
+    softmax_cross_entropy_backward,
+)

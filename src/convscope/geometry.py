@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,13 @@ def prod(values: Iterable[int]) -> int:
 def is_int(value: object) -> bool:
     """An int that is not a bool (True is not a size)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as a count: an int >= 1 (a bool is not an int)."""
+    if not is_int(value) or value < 1:
+        raise LayerConfigError(f"{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 def check_sizes(shape: object, layer: str, what: str = "an input shape") -> Shape:

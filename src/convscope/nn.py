@@ -9,19 +9,14 @@ from .containers import Concat, Residual, Sequential
 from .module import Module, Parameter
 from .ops.loss import CrossEntropyLoss, MSELoss
 
-globals().update(registry.modules())
-
-__all__ = [
-    "Module",
-    "Parameter",
-    "Sequential",
-    "Residual",
-    "Concat",
-    "CrossEntropyLoss",
-    "MSELoss",
-    *registry.modules(),
-]
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__, __dir__ = registry.export(
+    globals(),
+    registry.modules(),
+    Module,
+    Parameter,
+    Sequential,
+    Residual,
+    Concat,
+    CrossEntropyLoss,
+    MSELoss,
+)

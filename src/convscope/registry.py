@@ -188,6 +188,38 @@ def _problems(family: Family) -> Iterator[str]:
             yield f"layer kind {kind.name!r} is another family's"
 
 
+def by_name(*items: Any) -> dict[str, Any]:
+    """Classes or functions keyed by their ``__name__``."""
+    return {item.__name__: item for item in items}
+
+
+def register_twins(
+    name: str,
+    spec: type[Op],
+    modules: Sequence[type[Module]],
+    functional: Sequence[Callable[..., Any]],
+    inferred: str | None = None,
+    axis: int = 0,
+    functions: Mapping[str, CallRule] | None = None,
+    kinds: tuple[LayerKind, ...] = (),
+) -> Family:
+    """Registers a family whose modules are the twins of torch.nn's classes of the same names:
+    a spec file names each in lower case (the running shape's ``axis`` supplying ``inferred``),
+    and the adapter maps each torch class through ``mirror``."""
+    twins = by_name(*modules)
+    return register(
+        Family(
+            name,
+            (spec,),
+            twins,
+            by_name(*functional),
+            {key.lower(): SpecFileLayer(cls, inferred, axis) for key, cls in twins.items()},
+            TorchMapping({key: mirror(cls) for key, cls in twins.items()}, functions or {}),
+            kinds,
+        )
+    )
+
+
 def families() -> list[Family]:
     """Every registered family, after importing every module of ``convscope.ops``."""
     global _LOADED
@@ -254,6 +286,16 @@ def torch_functions() -> dict[str, CallRule]:
 def layer_kinds() -> dict[str, LayerKind]:
     """Every layer kind of the grammar, by name."""
     return {kind.name: kind for f in families() for kind in f.kinds}
+
+
+def export(
+    namespace: dict[str, Any], declared: Mapping[str, Any], *own: Any
+) -> tuple[list[str], Callable[[], list[str]]]:
+    """Publishes what the families ``declared`` in a module's ``namespace`` beside its ``own``
+    classes and functions: the module's ``__all__`` (its own first) and ``__dir__``."""
+    namespace.update(declared)
+    names = [item.__name__ for item in own] + list(declared)
+    return names, lambda: sorted(names)
 
 
 def module_for(spec: Op) -> Module:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from .. import nn
+from .. import registry
 from ..errors import NotComposableError
 from ..explain import Working
 from ..geometry import axis_names
@@ -72,17 +73,7 @@ def chain_arrays(
 
 def _module(spec: ConvSpec, dense: np.ndarray, bias: np.ndarray | None, dtype: Any) -> Module:
     """A Conv module of ``spec`` holding these weights, in ``dtype``."""
-    layer = getattr(nn, spec.name)(
-        spec.in_channels,
-        spec.out_channels,
-        spec.kernel_size,
-        spec.stride,
-        spec.padding,
-        spec.dilation,
-        spec.groups,
-        bias is not None,
-        spec.padding_mode,
-    )
+    layer = registry.module_for(replace(spec, bias=bias is not None))
     layer.astype(dtype)
     layer.weight.data = grouped_weight(dense, spec.groups)
     if bias is not None:
@@ -139,19 +130,7 @@ def fold_batchnorm(conv: Module, bn: Module) -> Module:
     scale, shift = bn_affine(bn)
     weight = conv.weight.data.astype(np.float64) * scale.reshape(-1, *(1,) * (spec.ndim + 1))
     bias = shift if conv.bias is None else conv.bias.data.astype(np.float64) * scale + shift
-    folded = ConvSpec.create(
-        spec.ndim,
-        spec.in_channels,
-        spec.out_channels,
-        spec.kernel_size,
-        spec.stride,
-        spec.padding,
-        spec.dilation,
-        spec.groups,
-        True,
-        spec.padding_mode,
-    )
-    return _module(folded, dense_weight(weight, spec.groups), bias, _result_dtype([conv, bn]))
+    return _module(spec, dense_weight(weight, spec.groups), bias, _result_dtype([conv, bn]))
 
 
 Branch = Module | Sequence[Module]

@@ -15,11 +15,11 @@ from .. import registry
 from ..arrays import expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount
 from ..errors import LayerConfigError, NotComposableError
-from ..explain import Working, shape_text
+from ..explain import Working
 from ..geometry import Shape, check_sizes, prod
 from ..grammar import Context, LayerKind
 from ..module import Module
-from .base import LinearMap, Op, no_macs, no_params, pointwise_field
+from .base import LinearMap, Op, no_macs, no_params, pointwise_field, same_shape
 
 # name: (forward per element, backward per element, formula shown)
 ACTIVATIONS: dict[str, tuple[OpCount, OpCount, str]] = {
@@ -96,11 +96,6 @@ class ElementwiseSpec(Op):
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         return check_sizes(input_shape, self.op)
 
-    def _shape(self, input_shape: Shape, w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"Unchanged: {shape_text(input_shape)}")
-        return input_shape
-
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
@@ -111,6 +106,7 @@ class ElementwiseSpec(Op):
         w.note(f"forward per element: {_per_element(forward)}; backward: {_per_element(backward)}")
         return Cost(_scaled(forward, m), _scaled(backward, m))
 
+    _shape = same_shape
     _params = no_params
     _macs = no_macs
     receptive_field = pointwise_field
@@ -504,10 +500,9 @@ class Dropout(Module):
 
 # -- registration -------------------------------------------------------------------------------
 
-_MODULES = {
-    cls.__name__: cls
-    for cls in (ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, SiLU, GELU, Hardsigmoid, Hardswish, Dropout)
-}
+_MODULES = registry.by_name(
+    ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, SiLU, GELU, Hardsigmoid, Hardswish, Dropout
+)
 
 
 def _call(op: str, *names_defaults: tuple[str, Any]) -> registry.CallRule:
@@ -544,28 +539,20 @@ def _build(op: str) -> Callable[[dict[str, Any], Context], Module]:
     return lambda values, ctx: _MODULES[op]()
 
 
-FAMILY = registry.register(
-    registry.Family(
-        name="activation",
-        specs=(ElementwiseSpec,),
-        modules=_MODULES,
-        functional={
-            f.__name__: f for pair in (*ENGINE.values(), (dropout, dropout_backward)) for f in pair
-        },
-        spec_file={name.lower(): registry.SpecFileLayer(cls) for name, cls in _MODULES.items()},
-        torch=registry.TorchMapping(
-            modules={name: registry.mirror(cls) for name, cls in _MODULES.items()},
-            functions={
-                **{path: _call(op) for op, paths in _CALLS.items() for path in paths},
-                "torch.nn.functional.leaky_relu": _call("LeakyReLU", ("negative_slope", 0.01)),
-                "torch.nn.functional.gelu": _call("GELU", ("approximate", "none")),
-                "torch.nn.functional.dropout": _call("Dropout", ("p", 0.5), ("training", True)),
-            },
-        ),
-        kinds=tuple(
-            LayerKind(name.lower(), (), _build(name), help=ACTIVATIONS[name][2])
-            for name in _MODULES
-            if name != "Dropout"
-        ),
-    )
+FAMILY = registry.register_twins(
+    "activation",
+    ElementwiseSpec,
+    tuple(_MODULES.values()),
+    [f for pair in (*ENGINE.values(), (dropout, dropout_backward)) for f in pair],
+    functions={
+        **{path: _call(op) for op, paths in _CALLS.items() for path in paths},
+        "torch.nn.functional.leaky_relu": _call("LeakyReLU", ("negative_slope", 0.01)),
+        "torch.nn.functional.gelu": _call("GELU", ("approximate", "none")),
+        "torch.nn.functional.dropout": _call("Dropout", ("p", 0.5), ("training", True)),
+    },
+    kinds=tuple(
+        LayerKind(name.lower(), (), _build(name), help=ACTIVATIONS[name][2])
+        for name in _MODULES
+        if name != "Dropout"
+    ),
 )

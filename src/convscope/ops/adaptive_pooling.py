@@ -21,9 +21,9 @@ from ..geometry import AdaptiveWindows, Shape, axis_names, check_input
 from ..grammar import Context, LayerKind, Option, parse_int, parse_shape, parse_word
 from ..kernels import pool as kernels
 from ..module import Module
-from .base import RANKS, Op, no_macs, no_params, not_linear, rank_class, rank_function
+from .base import RANKS, Op, no_macs, no_params, not_a_convolution, rank_class, rank_function
 from .pooling import POOL_OPTIONS, build_avg, build_max
-from .windowed import check_grad, check_x, window_cost
+from .windowed import PoolingModule, PoolPasses, check_grad, check_x, pool_calls, window_cost
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -114,9 +114,7 @@ class AdaptivePoolSpec(Op):
             return field.window(k, k, (1,) * len(k), (0,) * len(k))
         return field.as_varying()
 
-    linear_map = not_linear(
-        "is not a convolution, an average pool or a BatchNorm: compose takes only those"
-    )
+    linear_map = not_a_convolution
 
 
 # -- functional forward and backward --------------------------------------------------------
@@ -143,25 +141,18 @@ def adaptive_backward(
     return kernels.adaptive_avg_backward(g, axes)
 
 
-def _forward(spec: AdaptivePoolSpec, x: Any) -> np.ndarray:
-    return adaptive_forward(spec, x)[0]
-
-
-def _backward(spec: AdaptivePoolSpec, grad_out: Any, x: Any) -> np.ndarray:
-    x = check_x(x, spec)[0]
-    return adaptive_backward(spec, grad_out, x, adaptive_forward(spec, x)[1])
-
-
+PASSES = PoolPasses(adaptive_forward, adaptive_backward)
 OutputSize = int | None | Sequence[int | None]
 Array = np.ndarray
 
 
 def _adaptive_functional(ndim: int, mode: str) -> tuple[Any, Any]:
     def adaptive(x: Array, output_size: OutputSize) -> Array:
-        return _forward(AdaptivePoolSpec.create(ndim, mode, output_size), x)
+        return PASSES.pooled(AdaptivePoolSpec.create(ndim, mode, output_size), x)
 
     def backward(grad_out: Array, x: Array, output_size: OutputSize) -> Array:
-        return _backward(AdaptivePoolSpec.create(ndim, mode, output_size), grad_out, x)
+        spec = AdaptivePoolSpec.create(ndim, mode, output_size)
+        return PASSES.gradient(spec, grad_out, x)
 
     name, axes = f"adaptive_{mode}_pool{ndim}d", ", ".join(axis_names(ndim))
     kind = "max" if mode == "max" else "average"
@@ -191,26 +182,15 @@ def _adaptive_functional(ndim: int, mode: str) -> tuple[Any, Any]:
 # -- modules ----------------------------------------------------------------------------------
 
 
-class AdaptivePoolNd(Module):
+class AdaptivePoolNd(PoolingModule):
     """Adaptive pooling to a fixed output size, with PyTorch's arguments."""
 
     ndim, mode = 2, "avg"
     spec: AdaptivePoolSpec
+    passes = PASSES
 
     def __init__(self, output_size: int | None | Sequence[int | None]) -> None:
         self.spec = AdaptivePoolSpec.create(self.ndim, self.mode, output_size)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Pools ``x`` (N, C, *spatial) and keeps what backward needs."""
-        x = check_x(x, self.spec)[0]
-        y, saved = adaptive_forward(self.spec, x)
-        self.save_for_backward(x, saved)
-        return y
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """The gradient w.r.t. the last forward's input (a pool has no parameters)."""
-        x, saved = self.saved()
-        return adaptive_backward(self.spec, grad_out, x, saved)
 
 
 def _adaptive_class(ndim: int, mode: str) -> type[AdaptivePoolNd]:
@@ -231,17 +211,14 @@ AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d = (_adaptive_class(d, "m
 
 # -- registration -----------------------------------------------------------------------------
 
-_ADAPTIVE = {
-    cls.__name__: cls
-    for cls in (
-        AdaptiveAvgPool1d,
-        AdaptiveAvgPool2d,
-        AdaptiveAvgPool3d,
-        AdaptiveMaxPool1d,
-        AdaptiveMaxPool2d,
-        AdaptiveMaxPool3d,
-    )
-}
+_ADAPTIVE = registry.by_name(
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
+)
 
 
 #: The options of the ``pool`` calculator beyond the sliding pools' own.
@@ -307,46 +284,33 @@ def _adaptive_call(ndim: int, mode: str) -> registry.CallRule:
     return rule
 
 
-ADAPTIVE_POOL = registry.register(
-    registry.Family(
-        name="adaptive_pool",
-        specs=(AdaptivePoolSpec,),
-        modules=_ADAPTIVE,
-        functional={
-            f.__name__: f
-            for f in (
-                adaptive_avg_pool1d,
-                adaptive_avg_pool1d_backward,
-                adaptive_avg_pool2d,
-                adaptive_avg_pool2d_backward,
-                adaptive_avg_pool3d,
-                adaptive_avg_pool3d_backward,
-                adaptive_max_pool1d,
-                adaptive_max_pool1d_backward,
-                adaptive_max_pool2d,
-                adaptive_max_pool2d_backward,
-                adaptive_max_pool3d,
-                adaptive_max_pool3d_backward,
-            )
-        },
-        spec_file={name.lower(): registry.SpecFileLayer(cls) for name, cls in _ADAPTIVE.items()},
-        torch=registry.TorchMapping(
-            modules={name: registry.mirror(cls) for name, cls in _ADAPTIVE.items()},
-            functions={
-                f"torch.nn.functional.adaptive_{mode}_pool{d}d": _adaptive_call(d, mode)
-                for d in RANKS
-                for mode in ("max", "avg")
-            },
+ADAPTIVE_POOL = registry.register_twins(
+    "adaptive_pool",
+    AdaptivePoolSpec,
+    tuple(_ADAPTIVE.values()),
+    (
+        adaptive_avg_pool1d,
+        adaptive_avg_pool1d_backward,
+        adaptive_avg_pool2d,
+        adaptive_avg_pool2d_backward,
+        adaptive_avg_pool3d,
+        adaptive_avg_pool3d_backward,
+        adaptive_max_pool1d,
+        adaptive_max_pool1d_backward,
+        adaptive_max_pool2d,
+        adaptive_max_pool2d_backward,
+        adaptive_max_pool3d,
+        adaptive_max_pool3d_backward,
+    ),
+    functions=pool_calls("adaptive_", _adaptive_call),
+    kinds=(
+        LayerKind(
+            "pool",
+            (*POOL_OPTIONS, *_CLI_ONLY),
+            _build_pool,
+            text=False,
+            calculator=True,
+            help="max, average or adaptive pooling",
         ),
-        kinds=(
-            LayerKind(
-                "pool",
-                (*POOL_OPTIONS, *_CLI_ONLY),
-                _build_pool,
-                text=False,
-                calculator=True,
-                help="max, average or adaptive pooling",
-            ),
-        ),
-    )
+    ),
 )

@@ -16,15 +16,17 @@ from ..counting import Cost, OpCount
 from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, is_int, prod
-from .base import Op, pointwise_field
+from .base import Op, noted_shape, pointwise_field
 from .structural import (
+    JoiningOp,
+    Shapes,
     StructuralOp,
     _check_shape,
-    _check_shapes,
     _full_dim,
     _paths,
     batch_free_dim,
     graph_family,
+    moved,
 )
 
 if TYPE_CHECKING:
@@ -32,33 +34,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class AddSpec(StructuralOp):
+class AddSpec(JoiningOp):
     """Elementwise sum of inputs of one shape (a residual connection)."""
 
-    name = "Add"
     #: The summary merges the inputs' fields; each output entry adds the same position of each.
     receptive_field = pointwise_field
 
-    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
-        shapes = _check_shapes(input_shape, "Add")
+    def _check_joined(self, shapes: Shapes) -> None:
         if len(set(shapes)) != 1:
             raise ShapeError(
                 f"Add needs inputs of one shape, got {', '.join(shape_text(s) for s in shapes)}"
             )
-        return shapes
 
-    def _shape(self, input_shape: tuple[Shape, ...], w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"The inputs' shape: {shape_text(input_shape[0])}")
-        return input_shape[0]
+    def _shape(self, input_shape: Shapes, w: Working) -> Shape:
+        return noted_shape(w, input_shape[0], f"The inputs' shape: {shape_text(input_shape[0])}")
 
     def _cost(
-        self,
-        input_shape: tuple[Shape, ...],
-        output_shape: Shape,
-        batch: int,
-        count: str,
-        w: Working,
+        self, input_shape: Shapes, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         w.section("Forward pass")
         values = {"k": len(input_shape), "N": batch, "m": prod(output_shape)}
@@ -88,33 +80,24 @@ def broadcast_shape(shapes: Sequence[Shape], layer: str) -> Shape:
 
 
 @dataclass(frozen=True)
-class MulSpec(StructuralOp):
+class MulSpec(JoiningOp):
     """Elementwise product of two inputs with broadcasting (a squeeze-and-excitation gate)."""
 
-    name = "Mul"
     #: The summary merges the inputs' fields (a gate's path is global, so is the product's).
     receptive_field = pointwise_field
 
-    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
-        shapes = _check_shapes(input_shape, "Mul")
+    def _check_joined(self, shapes: Shapes) -> None:
         if len(shapes) != 2:
             raise ShapeError(f"Mul takes 2 inputs, got {len(shapes)}")
         broadcast_shape(shapes, "Mul")
-        return shapes
 
-    def _shape(self, input_shape: tuple[Shape, ...], w: Working) -> Shape:
+    def _shape(self, input_shape: Shapes, w: Working) -> Shape:
         shape = broadcast_shape(input_shape, "Mul")
-        w.section("Output shape")
-        w.note(f"The inputs broadcast (an axis of size 1 repeats): {shape_text(shape)}")
-        return shape
+        note = f"The inputs broadcast (an axis of size 1 repeats): {shape_text(shape)}"
+        return noted_shape(w, shape, note)
 
     def _cost(
-        self,
-        input_shape: tuple[Shape, ...],
-        output_shape: Shape,
-        batch: int,
-        count: str,
-        w: Working,
+        self, input_shape: Shapes, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         m, (a, b) = prod(output_shape), (prod(s) for s in input_shape)
         values = {"N": batch, "m": m, "a": a, "b": b}
@@ -139,8 +122,6 @@ class MeanSpec(StructuralOp):
     dims: Shape
     keepdim: bool = False
 
-    name = "Mean"
-
     def __post_init__(self) -> None:
         if not self.dims or len(set(self.dims)) != len(self.dims):
             raise LayerConfigError(f"Mean takes distinct axes to reduce, got {self.dims!r}")
@@ -163,9 +144,7 @@ class MeanSpec(StructuralOp):
             shape = tuple(1 if i in axes else v for i, v in enumerate(input_shape))
         else:
             shape = tuple(v for i, v in enumerate(input_shape) if i not in axes)
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}")
-        return shape
+        return moved(w, input_shape, shape)
 
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
@@ -241,8 +220,9 @@ def mean_backward(
 # -- registration -------------------------------------------------------------------------------
 
 
-def _binary(spec: type[Op]) -> registry.CallRule:
-    """x + y (equal shapes) and x * y (broadcasting), both computed from the input."""
+def _binary(op: str, spec: type[Op]) -> dict[str, registry.CallRule]:
+    """x + y (equal shapes) and x * y (broadcasting), both computed from the input: the
+    operator, torch and Tensor forms of ``op``, in place or not."""
 
     def rule(call: registry.TorchCall) -> Op:
         if len(call.args) != 1 or set(call.kwargs) - {"out"} or call.kwargs.get("out") is not None:
@@ -251,7 +231,8 @@ def _binary(spec: type[Op]) -> registry.CallRule:
             raise registry.Unsupported("an operand that is a constant, not computed from the input")
         return spec()
 
-    return rule
+    forms = ("operator.{}", "operator.i{}", "torch.{}", "Tensor.{}", "Tensor.{}_")
+    return dict.fromkeys((form.format(op) for form in forms), rule)
 
 
 def _mean(call: registry.TorchCall) -> Op:
@@ -266,20 +247,11 @@ ADD = graph_family(
     "add",
     AddSpec,
     {"add": add, "add_backward": add_backward},
-    dict.fromkeys(
-        ("operator.add", "operator.iadd", "torch.add", "Tensor.add", "Tensor.add_"),
-        _binary(AddSpec),
-    ),
+    _binary("add", AddSpec),
     registry.NotSupported("a spec file joins branches with residual and concat blocks"),
 )
 MUL = graph_family(
-    "mul",
-    MulSpec,
-    {"mul": mul, "mul_backward": mul_backward},
-    dict.fromkeys(
-        ("operator.mul", "operator.imul", "torch.mul", "Tensor.mul", "Tensor.mul_"),
-        _binary(MulSpec),
-    ),
+    "mul", MulSpec, {"mul": mul, "mul_backward": mul_backward}, _binary("mul", MulSpec)
 )
 MEAN = graph_family(
     "mean",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..counting import COUNT_MODES, Cost, ParamCount
 from ..errors import ConvScopeError, NotComposableError
-from ..explain import NO_WORKING, Explanation, Working
+from ..explain import NO_WORKING, Explanation, Working, shape_text
 from ..geometry import Shape, check_batch
 
 if TYPE_CHECKING:
@@ -55,7 +55,67 @@ class LinearMap:
     arrays: Callable[[], tuple[np.ndarray, np.ndarray | None]]
 
 
-class Op:
+class Answers:
+    """The public faces: shape, parameters, MACs, exact costs and the working, answered by the
+    rules of ``_rules()``: an operation's own, a module's spec's (``convscope.module``)."""
+
+    def _rules(self) -> Op:
+        """The operation whose rules answer."""
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        """The output shape for an input shape, both channel-first and without the batch."""
+        op = self._rules()
+        return op._shape(op._check_input(input_shape), NO_WORKING)
+
+    def params(self) -> ParamCount:
+        """Weights, biases and buffers, in elements."""
+        return self._rules()._params(NO_WORKING)
+
+    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
+        """Multiply-accumulates in the torchvision convention (conv and linear, dense, no bias)."""
+        op = self._rules()
+        shape = op._check_input(input_shape)
+        return op._macs(shape, op._shape(shape, NO_WORKING), check_batch(batch), NO_WORKING)
+
+    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
+        """Exact operation counts of the forward pass and of each backward output."""
+        op = self._rules()
+        shape = op._check_input(input_shape)
+        out = op._shape(shape, NO_WORKING)
+        return op._cost(shape, out, check_batch(batch), check_count(count), NO_WORKING)
+
+    def analyze(
+        self,
+        input_shape: Sequence[int],
+        batch: int = 1,
+        count: str = "exact",
+        explain: bool = False,
+    ) -> Analysis:
+        """All answers at once; with ``explain`` also the worked derivation of each."""
+        w = Working(record=explain)
+        op = self._rules()
+        shape = op._check_input(input_shape)
+        batch = check_batch(batch)
+        count = check_count(count)
+        out = op._shape(shape, w)
+        params = op._params(w)
+        cost = op._cost(shape, out, batch, count, w)
+        macs = op._macs(shape, out, batch, w)
+        return Analysis(
+            op, shape, out, batch, count, params, macs, cost, w.explanation if explain else None
+        )
+
+    def explain(
+        self, input_shape: Sequence[int], batch: int = 1, count: str = "exact"
+    ) -> Explanation:
+        """The worked derivation of the shape, parameters and every count."""
+        explanation = self.analyze(input_shape, batch, count, explain=True).explanation
+        assert explanation is not None
+        return explanation
+
+
+class Op(Answers):
     """Base of every operation's configuration.
 
     Subclasses are frozen dataclasses with PyTorch's argument names as fields. ``describe()``
@@ -123,53 +183,8 @@ class Op:
                 parts.append(f"{f.name}={value!r}")
         return ", ".join(parts)
 
-    # -- public faces ---------------------------------------------------------------------------
-    def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        """The output shape for an input shape, both channel-first and without the batch."""
-        return self._shape(self._check_input(input_shape), NO_WORKING)
-
-    def params(self) -> ParamCount:
-        """Weights, biases and buffers, in elements."""
-        return self._params(NO_WORKING)
-
-    def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
-        """Multiply-accumulates in the torchvision convention (conv and linear, dense, no bias)."""
-        shape = self._check_input(input_shape)
-        return self._macs(shape, self._shape(shape, NO_WORKING), check_batch(batch), NO_WORKING)
-
-    def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
-        """Exact operation counts of the forward pass and of each backward output."""
-        shape = self._check_input(input_shape)
-        out = self._shape(shape, NO_WORKING)
-        return self._cost(shape, out, check_batch(batch), check_count(count), NO_WORKING)
-
-    def analyze(
-        self,
-        input_shape: Sequence[int],
-        batch: int = 1,
-        count: str = "exact",
-        explain: bool = False,
-    ) -> Analysis:
-        """All answers at once; with ``explain`` also the worked derivation of each."""
-        w = Working(record=explain)
-        shape = self._check_input(input_shape)
-        batch = check_batch(batch)
-        count = check_count(count)
-        out = self._shape(shape, w)
-        params = self._params(w)
-        cost = self._cost(shape, out, batch, count, w)
-        macs = self._macs(shape, out, batch, w)
-        return Analysis(
-            self, shape, out, batch, count, params, macs, cost, w.explanation if explain else None
-        )
-
-    def explain(
-        self, input_shape: Sequence[int], batch: int = 1, count: str = "exact"
-    ) -> Explanation:
-        """The worked derivation of the shape, parameters and every count."""
-        explanation = self.analyze(input_shape, batch, count, explain=True).explanation
-        assert explanation is not None
-        return explanation
+    def _rules(self) -> Op:
+        return self
 
 
 def _compact(value: Any) -> Any:
@@ -199,10 +214,40 @@ def no_macs(self: Op, input_shape: Any, output_shape: Shape, batch: int, w: Work
     return 0
 
 
+def noted_shape(w: Working, shape: Shape, note: str) -> Shape:
+    """``shape`` as the output shape, with ``note`` saying how it comes about."""
+    w.section("Output shape")
+    w.note(note)
+    return shape
+
+
+def same_shape(self: Op, input_shape: Any, w: Working) -> Shape:
+    """The face of an operation whose output has its input's shape."""
+    return noted_shape(w, input_shape, f"Unchanged: {shape_text(input_shape)}")
+
+
 def pointwise_field(self: Op, field: Field, input_shape: Any, output_shape: Shape) -> Field:
     """The face of an operation whose output entry depends on the same position of its input
     only: the receptive field is unchanged."""
     return field
+
+
+def weight_params(
+    w: Working,
+    values: dict[str, int],
+    weights: tuple[str, int],
+    biases: tuple[str, int] | None,
+    no_bias: str = "",
+) -> ParamCount:
+    """The face of a layer with a weight and an optional bias: the (formula, count) of each over
+    ``values``, then their sum; ``no_bias`` is noted for a layer without one."""
+    n_weights = w.let("weights", *weights, values)
+    n_biases = 0 if biases is None else w.let("biases", *biases, values)
+    if biases is None and no_bias:
+        w.note(no_bias)
+    sums = {"weights": n_weights, "biases": n_biases}
+    w.let("params", "weights + biases", n_weights + n_biases, sums)
+    return ParamCount(n_weights, n_biases)
 
 
 def not_linear(why: str) -> Callable[..., LinearMap]:
@@ -213,6 +258,12 @@ def not_linear(why: str) -> Callable[..., LinearMap]:
         raise NotComposableError(why.format(spec=self))
 
     return linear_map
+
+
+#: Why an operation is not part of a composed convolution.
+NOT_A_CONVOLUTION = "is not a convolution, an average pool or a BatchNorm: compose takes only those"
+#: The linear-map face of an operation that compose does not take.
+not_a_convolution = not_linear(NOT_A_CONVOLUTION)
 
 
 # -- one definition for the 1-D, 2-D and 3-D variants of a layer ------------------------------
@@ -232,3 +283,8 @@ def rank_function(function: F, name: str, doc: str) -> F:
 def rank_class(base: C, ndim: int, name: str, doc: str) -> C:
     """The subclass of ``base`` for one rank (``ndim``), defined in ``base``'s module."""
     return type(base)(name, (base,), {"ndim": ndim, "__doc__": doc, "__module__": base.__module__})
+
+
+def of_rank(classes: Sequence[C], ndim: int) -> C:
+    """The class among the rank variants ``classes`` whose ``ndim`` is ``ndim``."""
+    return next(cls for cls in classes if cls.ndim == ndim)

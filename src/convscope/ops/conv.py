@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .. import registry
-from ..arrays import expect_rank, float_array
-from ..counting import Cost, OpCount, ParamCount
+from ..arrays import float_array
+from ..counting import Cost
 from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, axis_dict, shape_text
 from ..geometry import (
@@ -22,18 +22,28 @@ from ..geometry import (
     Shape,
     Windows,
     axis_names,
-    check_input,
     conv_out_size,
-    int_tuple,
     pad_pairs,
     prod,
     reached_sources,
 )
-from ..grammar import Context, LayerKind, Option, parse_int, parse_padding, parse_word
+from ..grammar import LayerKind, Option, parse_int, parse_padding, parse_word
 from ..kernels.im2col import conv_core, dense_weight, pad, pad_backward
-from ..module import Module, WeightedModule
-from .base import RANKS, LinearMap, Op, rank_class, rank_function
-from .windowed import bias_gradient, check_arrays, check_channels, summed_adds, window_pairs
+from ..module import Module
+from .base import RANKS, LinearMap, rank_class, rank_function
+from .windowed import (
+    Grads,
+    KernelModule,
+    KernelSpec,
+    check_channels,
+    check_ranks,
+    kernel_axes,
+    kernel_builder,
+    run_backward,
+    run_forward,
+    sliding_windows,
+    spec_constructor,
+)
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -63,7 +73,7 @@ def axis_values(
 
 
 @dataclass(frozen=True)
-class ConvSpec(Op):
+class ConvSpec(KernelSpec):
     """A convolution's configuration, resolved: per-axis tuples and per-side padding."""
 
     ndim: int
@@ -80,6 +90,29 @@ class ConvSpec(Op):
     _positional: ClassVar = ("in_channels", "out_channels")
     _hidden: ClassVar = ("ndim",)
     _defaults: ClassVar = {"padding": 0, "dilation": 1}
+    # what its working says (``KernelSpec``)
+    _kind = "Conv"
+    _pairs = "C_out · (C_in / g)"
+    _window_per = "output"
+    _macs_title = "MACs (torchvision convention: dense, no bias)"
+    _no_bias = "No bias."
+    _sums: ClassVar = {
+        "output": (
+            "Z",
+            "outputs that receive at least one product",
+            "n − 1 additions for an output's n products",
+        ),
+        "input": (
+            "U",
+            "input entries that receive at least one product",
+            "n − 1 additions for an entry's n products",
+        ),
+        "weight": (
+            "K",
+            "taps that ever land on input",
+            "n − 1 additions for a weight entry's n products",
+        ),
+    }
 
     @classmethod
     def create(
@@ -95,11 +128,10 @@ class ConvSpec(Op):
         bias: bool = True,
         padding_mode: str = "zeros",
     ) -> ConvSpec:
-        """Validates PyTorch-style arguments and resolves them to per-axis values."""
+        """Validates PyTorch-style arguments and resolves them to per-axis values; after the
+        rank, these are the arguments of the ``Conv*d`` modules."""
         check_channels(in_channels, out_channels, groups)
-        kernel = int_tuple(kernel_size, ndim, "kernel_size")
-        strides = int_tuple(stride, ndim, "stride")
-        dilations = int_tuple(dilation, ndim, "dilation")
+        kernel, strides, dilations = kernel_axes(ndim, kernel_size, stride, dilation)
         if padding_mode not in PADDING_MODES:
             raise LayerConfigError(
                 f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}"
@@ -126,10 +158,6 @@ class ConvSpec(Op):
         return getattr(self, field)
 
     @property
-    def name(self) -> str:
-        return f"Conv{self.ndim}d"
-
-    @property
     def weight_shape(self) -> Shape:
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
@@ -140,12 +168,7 @@ class ConvSpec(Op):
 
     # -- shape ------------------------------------------------------------------------------
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = check_input(input_shape, self.ndim, self.name)
-        if shape[0] != self.in_channels:
-            raise ShapeError(
-                f"{self.name} expects {self.in_channels} input channels, got an input of shape "
-                f"{shape_text(shape)} with {shape[0]}"
-            )
+        shape = self._check_channels(input_shape)
         for ax, size, (before, after), k, d in zip(
             axis_names(self.ndim), shape[1:], self.padding, self.kernel_size, self.dilation
         ):
@@ -192,64 +215,17 @@ class ConvSpec(Op):
         w.note(f"Output shape (C_out, {', '.join(axis_names(self.ndim))}) = {shape_text(shape)}")
         return shape
 
-    def _params(self, w: Working) -> ParamCount:
-        w.section("Parameters")
-        names = axis_names(self.ndim)
-        kernel = " · ".join(f"k_{ax}" for ax in names)
-        values = {"C_out": self.out_channels, "C_in": self.in_channels, "g": self.groups}
-        values.update(axis_dict(names, "k_", self.kernel_size))
-        weights = w.let(
-            "weights", f"C_out · (C_in / g) · {kernel}", prod(self.weight_shape), values
-        )
-        biases = w.let("biases", "C_out", self.out_channels, values) if self.bias else 0
-        if not self.bias:
-            w.note("No bias.")
-        w.let(
-            "params", "weights + biases", weights + biases, {"weights": weights, "biases": biases}
-        )
-        return ParamCount(weights, biases)
-
-    def _macs(self, input_shape: Shape, output_shape: Shape, batch: int, w: Working) -> int:
-        w.section("MACs (torchvision convention: dense, no bias)")
-        names = axis_names(self.ndim)
-        values = {
-            "N": batch,
-            "C_out": self.out_channels,
-            "C_in": self.in_channels,
-            "g": self.groups,
-        }
-        values.update(axis_dict(names, "", output_shape[1:], "_out"))
-        values.update(axis_dict(names, "k_", self.kernel_size))
-        factors = " · ".join(f"{ax}_out · k_{ax}" for ax in names)
-        macs = batch * prod(output_shape) * prod(self.weight_shape[1:])
-        return w.let("MACs", f"N · C_out · (C_in / g) · {factors}", macs, values)
-
     # -- cost -------------------------------------------------------------------------------
     def axes(self, input_shape: Shape, output_shape: Shape, dense: bool) -> list[Windows]:
         """The sliding windows of each spatial axis, on the real or the padded input."""
-        return [
-            Windows(size + before + after, 0, k, s, d, out)
-            if dense
-            else Windows(size, -before, k, s, d, out)
-            for size, (before, after), k, s, d, out in zip(
-                input_shape[1:],
-                self.padding,
-                self.kernel_size,
-                self.stride,
-                self.dilation,
-                output_shape[1:],
-            )
-        ]
+        return sliding_windows(self, self.padding, input_shape, output_shape, dense)
 
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         names = axis_names(self.ndim)
         padded_values = self.padding_mode != "zeros" and self.padded
-        dense = count == "dense" or padded_values
-        axes = self.axes(input_shape, output_shape, dense)
-        n, c_out, c_g = batch, self.out_channels, self.in_channels // self.groups
-        base = {"N": n, "C_out": c_out, "C_in": self.in_channels, "g": self.groups}
+        axes = self.axes(input_shape, output_shape, count == "dense" or padded_values)
 
         w.section(f"Forward pass x = F(z, w) ({count} count)")
         w.note("F computes the layer's output x from its input z and weights w (and bias b).")
@@ -268,43 +244,17 @@ class ConvSpec(Op):
         w.let(
             "n",
             f"(C_in / g) · {kernel}",
-            c_g * prod(self.kernel_size),
-            {**base, **axis_dict(names, "k_", self.kernel_size)},
+            self.in_channels // self.groups * prod(self.kernel_size),
+            {**self._channels(batch), **axis_dict(names, "k_", self.kernel_size)},
             why="products per output when no tap lands on padding",
         )
         w.note("Along each axis, T counts the (output, tap) pairs that land on input values.")
-        pairs = window_pairs(
-            w, names, axes, self.kernel_size, "{ax}_out", "taps that land on padding"
-        )
-        t_product = " · ".join(f"T_{ax}" for ax in names)
-        products = w.let(
-            "mults",
-            f"N · C_out · (C_in / g) · {t_product}",
-            n * c_out * c_g * prod(pairs),
-            {**base, **axis_dict(names, "T", pairs)},
-        )
+        products = self._products(w, axes, batch, "taps that land on padding")
         if self.bias:
-            fwd_adds = w.let(
-                "adds",
-                "mults",
-                products,
-                {"mults": products},
-                why="n − 1 additions for n products, + 1 for the bias",
-            )
+            why = "n − 1 additions for n products, + 1 for the bias"
+            fwd_adds = w.let("adds", "mults", products, {"mults": products}, why=why)
         else:
-            fwd_adds = summed_adds(
-                w,
-                products,
-                ("N · C_out", n * c_out),
-                base,
-                "Z",
-                names,
-                [win.windows_used for win in axes],
-                output_shape[1:],
-                "{ax}_out",
-                "outputs that receive at least one product",
-                "n − 1 additions for an output's n products",
-            )
+            fwd_adds = self._summed(w, products, batch, "output", axes)
 
         w.section("Backward pass: g_z, the gradient w.r.t. the input")
         w.note(
@@ -317,28 +267,14 @@ class ConvSpec(Op):
             + (" (the padded input's, in a dense count)" if count == "dense" else "")
             + ". Every product of the forward pass appears once, as g_z[i] += ε[o] · w[t]."
         )
+        reach = None
         if padded_values and count == "exact":
             reach = [
                 reached_sources(win, before, size, self.padding_mode)
                 for win, size, (before, _) in zip(axes, input_shape[1:], self.padding)
             ]
             w.note("A product that lands on padding is added into the input entry the pad copies.")
-        else:
-            reach = [win.positions_used() for win in axes]
-        w.let("mults", "", products, why="the forward pass's products")
-        bi_adds = summed_adds(
-            w,
-            products,
-            ("N · C_in", n * self.in_channels),
-            base,
-            "U",
-            names,
-            reach,
-            [win.size for win in axes],
-            "{ax}",
-            "input entries that receive at least one product",
-            "n − 1 additions for an entry's n products",
-        )
+        bi_adds = self._summed(w, products, batch, "input", axes, reach)
 
         w.section("Backward pass: g_w, the gradient w.r.t. the weight")
         w.note(
@@ -346,26 +282,8 @@ class ConvSpec(Op):
             "ε[o] · z[o·s + t·d] over the batch and the outputs. Its additions are "
             "N · (products per image) minus the weight entries reached: not proportional to N."
         )
-        w.let("mults", "", products, why="the forward pass's products")
-        bw_adds = summed_adds(
-            w,
-            products,
-            ("C_out · (C_in / g)", c_out * c_g),
-            base,
-            "K",
-            names,
-            [win.taps_used for win in axes],
-            self.kernel_size,
-            "k_{ax}",
-            "taps that ever land on input",
-            "n − 1 additions for a weight entry's n products",
-        )
-        return Cost(
-            forward=OpCount(mults=products, adds=fwd_adds),
-            backward_input=OpCount(mults=products, adds=bi_adds),
-            backward_weight=OpCount(mults=products, adds=bw_adds),
-            backward_bias=bias_gradient(w, self.bias, c_out, n, names, output_shape, base),
-        )
+        bw_adds = self._summed(w, products, batch, "weight", axes)
+        return self._product_cost(w, products, (fwd_adds, bi_adds, bw_adds), batch, output_shape)
 
     # -- receptive field and composition ----------------------------------------------------
     def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
@@ -400,13 +318,7 @@ def _conv_spec(
     has_bias: bool,
 ) -> ConvSpec:
     """The spec of the convolution these arrays and arguments describe."""
-    expect_rank(x, ndim + 2, "x", "N x C x " + " x ".join(axis_names(ndim)))
-    expect_rank(
-        weight,
-        ndim + 2,
-        "weight",
-        "C_out x C_in/groups x " + " x ".join(f"k_{ax}" for ax in axis_names(ndim)),
-    )
+    check_ranks(ndim, x, weight, "C_out x C_in/groups")
     return ConvSpec.create(
         ndim,
         x.shape[1],
@@ -459,7 +371,6 @@ def conv_backward(
 Array = np.ndarray
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 Ints = int | Sequence[int]
-Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def _functional(ndim: int) -> tuple[Any, Any]:
@@ -480,8 +391,7 @@ def _functional(ndim: int) -> tuple[Any, Any]:
         spec = _conv_spec(
             ndim, x, weight, stride, padding, dilation, groups, padding_mode, bias is not None
         )
-        check_arrays(spec, x, weight, bias, None)
-        return conv_forward(spec, x, weight, bias)
+        return run_forward(conv_forward, spec, x, weight, bias)
 
     def backward(
         grad_out: Array,
@@ -497,8 +407,7 @@ def _functional(ndim: int) -> tuple[Any, Any]:
         x, weight = float_array(x, "x"), float_array(weight, "weight")
         grad_out = float_array(grad_out, "grad_out")
         spec = _conv_spec(ndim, x, weight, stride, padding, dilation, groups, padding_mode, bias)
-        check_arrays(spec, x, weight, None, grad_out)
-        return conv_backward(spec, grad_out, x, weight, bias)
+        return run_backward(conv_backward, spec, grad_out, x, weight, bias)
 
     name = f"conv{ndim}d"
     return (
@@ -523,50 +432,13 @@ def _functional(ndim: int) -> tuple[Any, Any]:
 # -- modules ------------------------------------------------------------------------------------
 
 
-class ConvNd(WeightedModule):
+class ConvNd(KernelModule):
     """A convolution with PyTorch's arguments, attribute names and initialisation."""
 
-    ndim = 2
     spec: ConvSpec
+    passes = (conv_forward, conv_backward)
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | str | Sequence[int] | Sequence[Sequence[int]] = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-    ) -> None:
-        self.spec = ConvSpec.create(
-            self.ndim,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            padding_mode,
-        )
-        fan_in = self.spec.weight_shape[1] * prod(self.spec.kernel_size)
-        self._register_weights(self.spec.weight_shape, fan_in, out_channels if bias else None)
-
-    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        x = float_array(x, "x")
-        check_arrays(self.spec, x, weight, bias, None)
-        return conv_forward(self.spec, x, weight, bias)
-
-    def _backward(
-        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
-    ) -> Grads:
-        grad_out = float_array(grad_out, "grad_out")
-        check_arrays(self.spec, x, weight, None, grad_out)
-        return conv_backward(self.spec, grad_out, x, weight, has_bias)
+    __init__ = spec_constructor(ConvSpec.create)
 
 
 Conv1d, Conv2d, Conv3d = (
@@ -581,11 +453,6 @@ Conv1d, Conv2d, Conv3d = (
 
 
 # -- registration -------------------------------------------------------------------------------
-
-
-def _build(values: dict[str, Any], ctx: Context) -> Module:
-    cls = (Conv1d, Conv2d, Conv3d)[ctx.ndim - 1]
-    return cls(ctx.channels, values.pop("out_channels", ctx.channels), **values)
 
 
 #: The options a convolution is spelled with; the transposed convolution reuses them.
@@ -613,42 +480,31 @@ CONV_OPTIONS = (
     Option("bias", "bias", "--no-bias", switch=False, help="no bias"),
 )
 
-#: The conv family's torch twins: torch.nn's class name → ours.
-TWINS = {cls.__name__: cls for cls in (Conv1d, Conv2d, Conv3d)}
-
-FAMILY = registry.register(
-    registry.Family(
-        name="conv",
-        specs=(ConvSpec,),
-        modules=TWINS,
-        functional={
-            f.__name__: f
-            for f in (conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d, conv3d_backward)
-        },
-        spec_file={
-            name.lower(): registry.SpecFileLayer(cls, "in_channels") for name, cls in TWINS.items()
-        },
-        torch=registry.TorchMapping(
-            modules={name: registry.mirror(cls) for name, cls in TWINS.items()}
-        ),
-        kinds=(
-            LayerKind(
-                "conv",
-                (
-                    *CONV_OPTIONS,
-                    Option(
-                        "padding_mode",
-                        "mode",
-                        "--padding-mode",
-                        parse_word(*PADDING_MODES),
-                        choices=PADDING_MODES,
-                    ),
+FAMILY = registry.register_twins(
+    "conv",
+    ConvSpec,
+    (Conv1d, Conv2d, Conv3d),
+    (conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d, conv3d_backward),
+    "in_channels",
+    kinds=(
+        LayerKind(
+            "conv",
+            (
+                *CONV_OPTIONS,
+                Option(
+                    "padding_mode",
+                    "mode",
+                    "--padding-mode",
+                    parse_word(*PADDING_MODES),
+                    choices=PADDING_MODES,
                 ),
-                _build,
-                help="a convolution (1-D to 3-D from the input's rank)",
-                calculator=True,
-                required=("k",),
             ),
+            kernel_builder((Conv1d, Conv2d, Conv3d)),
+            help="a convolution (1-D to 3-D from the input's rank)",
+            calculator=True,
+            required=("k",),
         ),
-    )
+    ),
 )
+#: The conv family's torch twins: torch.nn's class name → ours.
+TWINS = FAMILY.modules

@@ -18,33 +18,42 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from .. import registry
-from ..arrays import expect_rank, float_array, same_dtype
-from ..counting import Cost, OpCount, ParamCount
+from ..arrays import float_array, same_dtype
+from ..counting import Cost
 from ..errors import LayerConfigError, ShapeError
-from ..explain import Working, axis_dict, shape_text
+from ..explain import Working, shape_text
 from ..geometry import (
     PadPairs,
     Shape,
     Windows,
     axis_names,
-    check_input,
     int_tuple,
-    prod,
+    positive_int,
     transpose_out_size,
 )
-from ..grammar import Context, LayerKind, Option, parse_ints
+from ..grammar import LayerKind, Option, parse_ints
 from ..kernels.im2col import conv_core, pad, pad_backward
-from ..module import Module, WeightedModule
-from .base import RANKS, Op, not_linear, rank_class, rank_function
+from .base import RANKS, not_a_convolution, rank_class, rank_function
 from .conv import CONV_OPTIONS
-from .windowed import bias_gradient, check_arrays, check_channels, summed_adds, window_pairs
+from .windowed import (
+    Grads,
+    KernelModule,
+    KernelSpec,
+    check_channels,
+    check_ranks,
+    kernel_axes,
+    kernel_builder,
+    run_backward,
+    run_forward,
+    spec_constructor,
+)
 
 if TYPE_CHECKING:
     from ..receptive import Field
 
 
 @dataclass(frozen=True)
-class ConvTransposeSpec(Op):
+class ConvTransposeSpec(KernelSpec):
     """A transposed convolution's configuration, resolved to per-axis tuples."""
 
     ndim: int
@@ -61,6 +70,16 @@ class ConvTransposeSpec(Op):
     _positional: ClassVar = ("in_channels", "out_channels")
     _hidden: ClassVar = ("ndim",)
     _defaults: ClassVar = {"padding": 0, "output_padding": 0, "dilation": 1}
+    # what its working says (``KernelSpec``)
+    _kind = "ConvTranspose"
+    _pairs = "C_in · (C_out / g)"
+    _window_per = "input"
+    _macs_title = "MACs (every input entry times every tap, no bias)"
+    _sums: ClassVar = {
+        "output": ("R", "output entries that receive a product", ""),
+        "input": ("Z", "input entries that receive a product", ""),
+        "weight": ("K", "taps that ever land inside the output", ""),
+    }
 
     @classmethod
     def create(
@@ -76,15 +95,14 @@ class ConvTransposeSpec(Op):
         bias: bool = True,
         dilation: int | Sequence[int] = 1,
     ) -> ConvTransposeSpec:
-        """Validates PyTorch-style arguments and resolves them to per-axis values."""
+        """Validates PyTorch-style arguments and resolves them to per-axis values; after the
+        rank, these are the arguments of the ``ConvTranspose*d`` modules."""
         check_channels(in_channels, out_channels, groups)
         if isinstance(padding, str):
             raise LayerConfigError(
                 f"ConvTranspose{ndim}d takes an int or per-axis padding, not {padding!r}"
             )
-        kernel = int_tuple(kernel_size, ndim, "kernel_size")
-        strides = int_tuple(stride, ndim, "stride")
-        dilations = int_tuple(dilation, ndim, "dilation")
+        kernel, strides, dilations = kernel_axes(ndim, kernel_size, stride, dilation)
         pads = int_tuple(padding, ndim, "padding", minimum=0)
         extra = int_tuple(output_padding, ndim, "output_padding", minimum=0)
         for op, s, d in zip(extra, strides, dilations):
@@ -107,20 +125,11 @@ class ConvTransposeSpec(Op):
         )
 
     @property
-    def name(self) -> str:
-        return f"ConvTranspose{self.ndim}d"
-
-    @property
     def weight_shape(self) -> Shape:
         return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = check_input(input_shape, self.ndim, self.name)
-        if shape[0] != self.in_channels:
-            raise ShapeError(
-                f"{self.name} expects {self.in_channels} input channels, got an input of shape "
-                f"{shape_text(shape)} with {shape[0]}"
-            )
+        shape = self._check_channels(input_shape)
         for ax, size, out in zip(axis_names(self.ndim), shape[1:], self._sizes(shape)):
             if out < 1:
                 raise ShapeError(
@@ -164,36 +173,6 @@ class ConvTransposeSpec(Op):
         w.note(f"Output shape (C_out, {', '.join(axis_names(self.ndim))}) = {shape_text(shape)}")
         return shape
 
-    def _params(self, w: Working) -> ParamCount:
-        w.section("Parameters")
-        names = axis_names(self.ndim)
-        values = {"C_out": self.out_channels, "C_in": self.in_channels, "g": self.groups}
-        values.update(axis_dict(names, "k_", self.kernel_size))
-        kernel = " · ".join(f"k_{ax}" for ax in names)
-        weights = w.let(
-            "weights", f"C_in · (C_out / g) · {kernel}", prod(self.weight_shape), values
-        )
-        biases = w.let("biases", "C_out", self.out_channels, values) if self.bias else 0
-        w.let(
-            "params", "weights + biases", weights + biases, {"weights": weights, "biases": biases}
-        )
-        return ParamCount(weights, biases)
-
-    def _macs(self, input_shape: Shape, output_shape: Shape, batch: int, w: Working) -> int:
-        w.section("MACs (every input entry times every tap, no bias)")
-        names = axis_names(self.ndim)
-        values = {
-            "N": batch,
-            "C_out": self.out_channels,
-            "C_in": self.in_channels,
-            "g": self.groups,
-        }
-        values.update(axis_dict(names, "", input_shape[1:]))
-        values.update(axis_dict(names, "k_", self.kernel_size))
-        factors = " · ".join(f"{ax} · k_{ax}" for ax in names)
-        macs = batch * prod(input_shape) * prod(self.weight_shape[1:])
-        return w.let("MACs", f"N · C_in · (C_out / g) · {factors}", macs, values)
-
     def adjoint_axes(self, input_shape: Shape, output_shape: Shape, dense: bool) -> list[Windows]:
         """The windows of the convolution this layer transposes: over this layer's output (the
         convolution's input, cropped by the padding) one window per input entry. The dense count
@@ -217,11 +196,7 @@ class ConvTransposeSpec(Op):
     def _cost(
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        names = axis_names(self.ndim)
         axes = self.adjoint_axes(input_shape, output_shape, count == "dense")
-        n, c_in, c_og = batch, self.in_channels, self.out_channels // self.groups
-        base = {"N": n, "C_out": self.out_channels, "C_in": c_in, "g": self.groups}
-
         w.section(f"Forward pass ({count} count)")
         w.note(
             "Each input entry times each tap is added into output entry i·s + t·d − p: the input "
@@ -232,78 +207,27 @@ class ConvTransposeSpec(Op):
                 else "Exact count: products that would land in the cropped border are skipped."
             )
         )
-        pairs = window_pairs(w, names, axes, self.kernel_size, "{ax}", "products cropped away")
-        t_product = " · ".join(f"T_{ax}" for ax in names)
-        products = w.let(
-            "mults",
-            f"N · C_in · (C_out / g) · {t_product}",
-            n * c_in * c_og * prod(pairs),
-            {**base, **axis_dict(names, "T", pairs)},
-        )
+        products = self._products(w, axes, batch, "products cropped away")
         if self.bias:
             w.note("Each output entry adds its n products with n − 1 additions, + 1 for the bias.")
             fwd_adds = w.let("adds", "mults", products, {"mults": products})
         else:
-            fwd_adds = summed_adds(
-                w,
-                products,
-                ("N · C_out", n * self.out_channels),
-                base,
-                "R",
-                names,
-                [win.positions_used() for win in axes],
-                [win.size for win in axes],
-                "{ax}_out",
-                "output entries that receive a product",
-            )
+            fwd_adds = self._summed(w, products, batch, "output", axes)
 
         w.section("Backward pass: the gradient w.r.t. the input")
         w.note("A convolution of the output gradient: the same products, gathered per input entry.")
-        w.let("mults", "", products, why="the forward pass's products")
-        bi_adds = summed_adds(
-            w,
-            products,
-            ("N · C_in", n * c_in),
-            base,
-            "Z",
-            names,
-            [win.windows_used for win in axes],
-            input_shape[1:],
-            "{ax}",
-            "input entries that receive a product",
-        )
+        bi_adds = self._summed(w, products, batch, "input", axes)
 
         w.section("Backward pass: the gradient w.r.t. the weight")
-        w.let("mults", "", products, why="the forward pass's products")
-        bw_adds = summed_adds(
-            w,
-            products,
-            ("C_in · (C_out / g)", c_in * c_og),
-            base,
-            "K",
-            names,
-            [win.taps_used for win in axes],
-            self.kernel_size,
-            "k_{ax}",
-            "taps that ever land inside the output",
-        )
-        return Cost(
-            forward=OpCount(mults=products, adds=fwd_adds),
-            backward_input=OpCount(mults=products, adds=bi_adds),
-            backward_weight=OpCount(mults=products, adds=bw_adds),
-            backward_bias=bias_gradient(
-                w, self.bias, self.out_channels, n, names, output_shape, base
-            ),
-        )
+        bw_adds = self._summed(w, products, batch, "weight", axes)
+        return self._product_cost(w, products, (fwd_adds, bi_adds, bw_adds), batch, output_shape)
 
     # -- receptive field and composition ----------------------------------------------------
     def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
         """Output o reads the inputs (o + p − t·d)/s: the stride divides the field's step."""
         return field.transposed(self.kernel_size, self.stride, self.dilation, self.padding)
 
-    linear_map = not_linear(
-        "is not a convolution, an average pool or a BatchNorm: compose takes only those"
-    )
+    linear_map = not_a_convolution
 
 
 # -- engine: functional forward and backward ----------------------------------------------------
@@ -331,15 +255,8 @@ def _transpose_spec(
 ) -> ConvTransposeSpec:
     """The spec of the transposed convolution these arrays and arguments describe."""
     same_dtype(x=x, weight=weight)
-    expect_rank(x, ndim + 2, "x", "N x C x " + " x ".join(axis_names(ndim)))
-    expect_rank(
-        weight,
-        ndim + 2,
-        "weight",
-        "C_in x C_out/groups x " + " x ".join(f"k_{ax}" for ax in axis_names(ndim)),
-    )
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise LayerConfigError(f"groups must be an int >= 1, got {groups!r}")
+    check_ranks(ndim, x, weight, "C_in x C_out/groups")
+    positive_int(groups, "groups")
     return ConvTransposeSpec.create(
         ndim,
         x.shape[1],
@@ -393,7 +310,6 @@ def transpose_backward(
 
 Array = np.ndarray
 Ints = int | Sequence[int]
-Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def _functional(ndim: int) -> tuple[Any, Any]:
@@ -412,8 +328,7 @@ def _functional(ndim: int) -> tuple[Any, Any]:
         spec = _transpose_spec(
             ndim, x, weight, stride, padding, output_padding, groups, dilation, bias is not None
         )
-        check_arrays(spec, x, weight, bias, None)
-        return transpose_forward(spec, x, weight, bias)
+        return run_forward(transpose_forward, spec, x, weight, bias)
 
     def backward(
         grad_out: Array,
@@ -431,8 +346,7 @@ def _functional(ndim: int) -> tuple[Any, Any]:
         spec = _transpose_spec(
             ndim, x, weight, stride, padding, output_padding, groups, dilation, bias
         )
-        check_arrays(spec, x, weight, None, grad_out)
-        return transpose_backward(spec, grad_out, x, weight, bias)
+        return run_backward(transpose_backward, spec, grad_out, x, weight, bias)
 
     name = f"conv_transpose{ndim}d"
     return (
@@ -457,50 +371,13 @@ def _functional(ndim: int) -> tuple[Any, Any]:
 # -- modules ------------------------------------------------------------------------------------
 
 
-class ConvTransposeNd(WeightedModule):
+class ConvTransposeNd(KernelModule):
     """A transposed convolution with PyTorch's arguments, attribute names and initialisation."""
 
-    ndim = 2
     spec: ConvTransposeSpec
+    passes = (transpose_forward, transpose_backward)
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        output_padding: int | Sequence[int] = 0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation: int | Sequence[int] = 1,
-    ) -> None:
-        self.spec = ConvTransposeSpec.create(
-            self.ndim,
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            output_padding,
-            groups,
-            bias,
-            dilation,
-        )
-        fan_in = self.spec.weight_shape[1] * prod(self.spec.kernel_size)
-        self._register_weights(self.spec.weight_shape, fan_in, out_channels if bias else None)
-
-    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        x = float_array(x, "x")
-        check_arrays(self.spec, x, weight, bias, None)
-        return transpose_forward(self.spec, x, weight, bias)
-
-    def _backward(
-        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
-    ) -> Grads:
-        grad_out = float_array(grad_out, "grad_out")
-        check_arrays(self.spec, x, weight, None, grad_out)
-        return transpose_backward(self.spec, grad_out, x, weight, has_bias)
+    __init__ = spec_constructor(ConvTransposeSpec.create)
 
 
 ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = (
@@ -517,49 +394,33 @@ ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = (
 # -- registration -------------------------------------------------------------------------------
 
 
-def _build(values: dict[str, Any], ctx: Context) -> Module:
-    cls = (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)[ctx.ndim - 1]
-    return cls(ctx.channels, values.pop("out_channels", ctx.channels), **values)
-
-
-TWINS = {cls.__name__: cls for cls in (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)}
-
-FAMILY = registry.register(
-    registry.Family(
-        name="conv_transpose",
-        specs=(ConvTransposeSpec,),
-        modules=TWINS,
-        functional={
-            f.__name__: f
-            for f in (
-                conv_transpose1d,
-                conv_transpose1d_backward,
-                conv_transpose2d,
-                conv_transpose2d_backward,
-                conv_transpose3d,
-                conv_transpose3d_backward,
-            )
-        },
-        spec_file={
-            name.lower(): registry.SpecFileLayer(cls, "in_channels") for name, cls in TWINS.items()
-        },
-        torch=registry.TorchMapping(
-            modules={name: registry.mirror(cls) for name, cls in TWINS.items()}
-        ),
-        kinds=(
-            LayerKind(
-                "conv-transpose",
-                (
-                    *(o for o in CONV_OPTIONS if o.dest != "padding"),
-                    Option("padding", "p", "--padding", parse_ints, per_axis=True),
-                    Option("output_padding", "op", "--output-padding", parse_ints, per_axis=True),
-                ),
-                _build,
-                help="a transposed convolution",
-                text=False,
-                calculator=True,
-                required=("k",),
+FAMILY = registry.register_twins(
+    "conv_transpose",
+    ConvTransposeSpec,
+    (ConvTranspose1d, ConvTranspose2d, ConvTranspose3d),
+    (
+        conv_transpose1d,
+        conv_transpose1d_backward,
+        conv_transpose2d,
+        conv_transpose2d_backward,
+        conv_transpose3d,
+        conv_transpose3d_backward,
+    ),
+    "in_channels",
+    kinds=(
+        LayerKind(
+            "conv-transpose",
+            (
+                *(o for o in CONV_OPTIONS if o.dest != "padding"),
+                Option("padding", "p", "--padding", parse_ints, per_axis=True),
+                Option("output_padding", "op", "--output-padding", parse_ints, per_axis=True),
             ),
+            kernel_builder((ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)),
+            help="a transposed convolution",
+            text=False,
+            calculator=True,
+            required=("k",),
         ),
-    )
+    ),
 )
+TWINS = FAMILY.modules

@@ -13,12 +13,12 @@ import numpy as np
 from .. import registry
 from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_sizes, is_int, prod
+from ..geometry import Shape, check_sizes, positive_int, prod
 from ..grammar import Context, LayerKind, Option, parse_int
 from ..module import Module, WeightedModule
-from .base import Op, not_linear
+from .base import Op, not_a_convolution, weight_params
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -35,12 +35,8 @@ class LinearSpec(Op):
     name = "Linear"
 
     def __post_init__(self) -> None:
-        for label, value in (
-            ("in_features", self.in_features),
-            ("out_features", self.out_features),
-        ):
-            if not is_int(value) or value < 1:
-                raise LayerConfigError(f"{label} must be an int >= 1, got {value!r}")
+        positive_int(self.in_features, "in_features")
+        positive_int(self.out_features, "out_features")
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = check_sizes(input_shape, "Linear", "a (..., in_features) input")
@@ -62,12 +58,8 @@ class LinearSpec(Op):
     def _params(self, w: Working) -> ParamCount:
         w.section("Parameters")
         values = {"in": self.in_features, "out": self.out_features}
-        weights = w.let("weights", "in · out", self.in_features * self.out_features, values)
-        biases = w.let("biases", "out", self.out_features, values) if self.bias else 0
-        w.let(
-            "params", "weights + biases", weights + biases, {"weights": weights, "biases": biases}
-        )
-        return ParamCount(weights, biases)
+        biases = ("out", self.out_features) if self.bias else None
+        return weight_params(w, values, ("in · out", self.in_features * self.out_features), biases)
 
     def _macs(self, input_shape: Shape, output_shape: Shape, batch: int, w: Working) -> int:
         w.section("MACs (no bias)")
@@ -118,9 +110,7 @@ class LinearSpec(Op):
         """Every output mixes every entry of the last axis: the field is global."""
         return field.as_global()
 
-    linear_map = not_linear(
-        "is not a convolution, an average pool or a BatchNorm: compose takes only those"
-    )
+    linear_map = not_a_convolution
 
 
 # -- running: functional forward and backward --------------------------------------------------
@@ -205,27 +195,25 @@ def _build(values: dict[str, Any], ctx: Context) -> Module:
     return Linear(in_features, values.pop("out_features", in_features), **values)
 
 
-FAMILY = registry.register(
-    registry.Family(
-        name="linear",
-        specs=(LinearSpec,),
-        modules={"Linear": Linear},
-        functional={"linear": linear, "linear_backward": linear_backward},
-        spec_file={"linear": registry.SpecFileLayer(Linear, "in_features", -1)},
-        torch=registry.TorchMapping(modules={"Linear": registry.mirror(Linear)}),
-        kinds=(
-            LayerKind(
-                "linear",
-                (
-                    Option("out_features", "f", "--out-features", parse_int, required=True),
-                    Option("bias", "bias", "--no-bias", switch=False, help="no bias"),
-                ),
-                _build,
-                help="a fully connected layer",
-                text=False,
-                calculator=True,
-                ranks=(),
+FAMILY = registry.register_twins(
+    "linear",
+    LinearSpec,
+    (Linear,),
+    (linear, linear_backward),
+    "in_features",
+    -1,
+    kinds=(
+        LayerKind(
+            "linear",
+            (
+                Option("out_features", "f", "--out-features", parse_int, required=True),
+                Option("bias", "bias", "--no-bias", switch=False, help="no bias"),
             ),
+            _build,
+            help="a fully connected layer",
+            text=False,
+            calculator=True,
+            ranks=(),
         ),
-    )
+    ),
 )

@@ -6,6 +6,9 @@ and its backward the gradient of that loss w.r.t. the prediction, in the predict
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import numpy as np
 
 from ..arrays import expect_rank, expect_shape, float_array, same_dtype
@@ -85,37 +88,35 @@ def mse_loss_backward(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 # -- running: loss objects -----------------------------------------------------------------------
 
 
-class CrossEntropyLoss:
+class Loss:
+    """A mean-reduced loss of a prediction against a target: forward keeps both for backward,
+    which returns the gradient w.r.t. the prediction. ``passes`` are its (loss, gradient)."""
+
+    passes: ClassVar[tuple[Callable[..., float], Callable[..., np.ndarray]]]
+
+    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        self._pred, self._target = pred, target
+        return self.passes[0](pred, target)
+
+    def backward(self) -> np.ndarray:
+        """The gradient of the last forward's loss w.r.t. its prediction (for cross-entropy, its
+        logits)."""
+        return self.passes[1](self._pred, self._target)
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
+        return self.forward(pred, target)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CrossEntropyLoss(Loss):
     """Mean softmax cross-entropy of (N, classes) logits against (N,) class indices."""
 
-    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
-        self._pred, self._target = pred, target
-        return softmax_cross_entropy(pred, target)
-
-    def backward(self) -> np.ndarray:
-        """The gradient of the last forward's loss w.r.t. its logits."""
-        return softmax_cross_entropy_backward(self._pred, self._target)
-
-    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
-        return self.forward(pred, target)
-
-    def __repr__(self) -> str:
-        return "CrossEntropyLoss()"
+    passes = (softmax_cross_entropy, softmax_cross_entropy_backward)
 
 
-class MSELoss:
+class MSELoss(Loss):
     """Mean squared error between a prediction and a target of the same shape."""
 
-    def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
-        self._pred, self._target = pred, target
-        return mse_loss(pred, target)
-
-    def backward(self) -> np.ndarray:
-        """The gradient of the last forward's loss w.r.t. its prediction."""
-        return mse_loss_backward(self._pred, self._target)
-
-    def __call__(self, pred: np.ndarray, target: np.ndarray) -> float:
-        return self.forward(pred, target)
-
-    def __repr__(self) -> str:
-        return "MSELoss()"
+    passes = (mse_loss, mse_loss_backward)

@@ -18,11 +18,12 @@ from .. import registry
 from ..arrays import float_array, same_dtype
 from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_input_rank, check_sizes, is_int, prod
+from ..geometry import Shape, check_sizes, is_int, positive_int, prod
 from ..grammar import Context, LayerKind
 from ..kernels import normalize as kernel
 from ..kernels.normalize import (
     Grads,
+    channel_axes,
     channel_norm,
     checked_vector,
     norm_backward,
@@ -30,49 +31,32 @@ from ..kernels.normalize import (
     scale_shift,
 )
 from ..module import Module
-from .base import RANKS, LinearMap, Op, rank_class
+from .base import RANKS, LinearMap, of_rank, rank_class
 from .conv import ConvSpec
-from .normalizing import ChannelNorm, NormModule, NormSpec, _check_features, _expect_channels
+from .normalizing import (
+    ChannelNorm,
+    ChannelNormSpec,
+    NormModule,
+    NormSpec,
+    _expect_channels,
+)
 
 if TYPE_CHECKING:
     from ..receptive import Field
 
 
 @dataclass(frozen=True)
-class BatchNormSpec(NormSpec):
+class BatchNormSpec(ChannelNormSpec):
     """Batch normalisation over the channel axis of (C, *spatial) inputs."""
 
-    ndim: int
-    num_features: int
-    eps: float = 1e-5
-    momentum: float | None = 0.1
     affine: bool = True
     track_running_stats: bool = True
     bias: bool = True
 
-    _positional: ClassVar = ("num_features",)
-    _hidden: ClassVar = ("ndim",)
+    _kind = "BatchNorm"
 
-    def __post_init__(self) -> None:
-        _check_features("num_features", self.num_features)
-
-    @property
-    def name(self) -> str:
-        return f"BatchNorm{self.ndim}d"
-
-    def _channels(self) -> int:
-        return self.num_features
-
-    def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        ranks = (1, 2) if self.ndim == 1 else (self.ndim + 1,)
-        return _expect_channels(
-            self, check_input_rank(input_shape, ranks, self.name), self.num_features
-        )
-
-    def _shape(self, input_shape: Shape, w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"Unchanged: {shape_text(input_shape)}")
-        return input_shape
+    def _ranks(self) -> tuple[int, ...]:
+        return (1, 2) if self.ndim == 1 else (self.ndim + 1,)
 
     def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
         w.section("Forward pass (training mode, per channel over m values)")
@@ -81,11 +65,6 @@ class BatchNormSpec(NormSpec):
             "m", "N · S", batch * s, {"N": batch, "S": s}, why="S: values per channel in one image"
         )
         return "C", self.num_features, m, "channel"
-
-    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
-        """At inference a BatchNorm scales and shifts each entry by its channel's running
-        statistics; without them it normalises with the batch's, at every position."""
-        return self._statistics_field(field, input_shape, not self.track_running_stats)
 
     def linear_map(self, channels: int | None, module: Module | None = None) -> LinearMap:
         """In eval mode with running statistics, a depthwise 1×1 convolution with a bias."""
@@ -161,8 +140,6 @@ class LayerNormSpec(NormSpec):
             )
         return shape
 
-    _shape = BatchNormSpec._shape
-
     def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
         w.section("Forward pass, per row of m values")
         lead = prod(shape[: len(shape) - len(self.normalized_shape)])
@@ -190,8 +167,8 @@ class GroupNormSpec(NormSpec):
     _positional: ClassVar = ("num_groups", "num_channels")
 
     def __post_init__(self) -> None:
-        _check_features("num_groups", self.num_groups)
-        _check_features("num_channels", self.num_channels)
+        positive_int(self.num_groups, "num_groups")
+        positive_int(self.num_channels, "num_channels")
         if self.num_channels % self.num_groups:
             raise LayerConfigError(
                 f"num_groups must divide num_channels: {self.num_channels} is not divisible by "
@@ -203,8 +180,6 @@ class GroupNormSpec(NormSpec):
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         return _expect_channels(self, check_sizes(input_shape, self.name), self.num_channels)
-
-    _shape = BatchNormSpec._shape
 
     def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
         w.section("Forward pass (per image and group, over its channels' m values)")
@@ -225,43 +200,20 @@ class GroupNormSpec(NormSpec):
 
 
 @dataclass(frozen=True)
-class InstanceNormSpec(NormSpec):
+class InstanceNormSpec(ChannelNormSpec):
     """Instance normalisation: each channel of each image normalised over its positions."""
 
-    ndim: int
-    num_features: int
-    eps: float = 1e-5
-    momentum: float | None = 0.1
     affine: bool = False
     track_running_stats: bool = False
     bias: bool = True
 
-    _positional: ClassVar = ("num_features",)
-    _hidden: ClassVar = ("ndim",)
-
-    __post_init__ = BatchNormSpec.__post_init__
-
-    @property
-    def name(self) -> str:
-        return f"InstanceNorm{self.ndim}d"
-
-    _channels = BatchNormSpec._channels
-
-    def _check_input(self, input_shape: Sequence[int]) -> Shape:
-        shape = check_input_rank(input_shape, (self.ndim + 1,), self.name)
-        return _expect_channels(self, shape, self.num_features)
-
-    _shape = BatchNormSpec._shape
+    _kind = "InstanceNorm"
 
     def _groups(self, shape: Shape, batch: int, w: Working) -> tuple[str, int, int, str]:
         w.section("Forward pass (training mode, per image and channel over its m positions)")
         v = {"N": batch, "C": self.num_features}
         groups = w.let("G", "N · C", batch * self.num_features, v)
         return "G", groups, prod(shape[1:]), "image and channel"
-
-    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
-        """Each image's statistics reach every position; running ones (at inference) do not."""
-        return self._statistics_field(field, input_shape, not self.track_running_stats)
 
 
 # -- engine: functional forward and backward ----------------------------------------------------
@@ -284,9 +236,8 @@ def batch_norm(
     In training mode it normalises with the batch's statistics and updates ``running_mean`` and
     ``running_var`` in place (the variance unbiased), as PyTorch; in eval it uses them.
     """
-    x = _input(x, "batch norm", 2)
     running, affine = (running_mean, running_var), (weight, bias)
-    return channel_norm("batch norm", x, False, running, affine, training, momentum, eps)[0]
+    return _channel_norm("batch norm", False, x, running, affine, training, momentum, eps)
 
 
 def batch_norm_backward(
@@ -304,7 +255,7 @@ def batch_norm_backward(
     In training mode the batch statistics are recomputed from ``x``; in eval mode the running
     statistics are constants (``running_mean`` is needed only for the weight gradient).
     """
-    x = _input(x, "batch norm", 2)
+    x = _input(x, "batch norm", False)
     if not training and (running_var is None or (affine and running_mean is None)):
         raise ShapeError(
             "batch_norm_backward in eval mode needs running_var (and running_mean "
@@ -315,21 +266,56 @@ def batch_norm_backward(
         if training
         else (np.zeros_like(running_var) if running_mean is None else running_mean, running_var)
     )
-    _, saved = channel_norm("batch norm", x, False, stats, (None, None), training, None, eps)
-    weight = checked_vector(weight, "weight", x.shape[1:2], x)
-    if affine and weight is None:
+    if affine and weight is None:  # γ = 1
         weight = np.ones(x.shape[1], x.dtype)
-    gamma = None if weight is None else per_channel(weight, x.ndim)
-    return norm_backward(grad_out, x, saved, gamma, (0, *range(2, x.ndim)), affine)
+    return _channel_gradients(
+        "batch norm", False, grad_out, x, weight, stats, training, eps, affine
+    )
 
 
-def _input(x: Any, name: str, least: int) -> np.ndarray:
+def _input(x: Any, name: str, per_image: bool) -> np.ndarray:
+    """``x`` as (N, C, *spatial), with a spatial axis for an image's statistics."""
     x = float_array(x, "x")
+    least = 3 if per_image else 2
     if not least <= x.ndim <= 5:
         raise ShapeError(
             f"{name} takes an input of {least} to 5 axes (N, C, *spatial), got shape {x.shape}"
         )
     return x
+
+
+def _channel_norm(
+    name: str,
+    per_image: bool,
+    x: Any,
+    running: tuple[Any, Any],
+    affine: tuple[Any, Any],
+    own: bool,
+    momentum: float,
+    eps: float,
+) -> np.ndarray:
+    """``channel_norm``'s output for ``x``, checked as ``_input`` checks it."""
+    x = _input(x, name, per_image)
+    return channel_norm(name, x, per_image, running, affine, own, momentum, eps)[0]
+
+
+def _channel_gradients(
+    name: str,
+    per_image: bool,
+    grad_out: Any,
+    x: np.ndarray,
+    weight: Any,
+    stats: tuple[Any, Any],
+    own: bool,
+    eps: float,
+    bias: bool,
+) -> Grads:
+    """The gradients of ``channel_norm`` of ``x`` (with ``stats``, or its own with ``own``) and
+    of γ = ``weight`` per channel and β (with ``bias``)."""
+    _, saved = channel_norm(name, x, per_image, stats, (None, None), own, None, eps)
+    weight = checked_vector(weight, "weight", x.shape[1:2], x)
+    gamma = None if weight is None else per_channel(weight, x.ndim)
+    return norm_backward(grad_out, x, saved, gamma, channel_axes(x, False), bias)
 
 
 def instance_norm(
@@ -345,11 +331,8 @@ def instance_norm(
     """Instance normalisation of (N, C, *spatial) inputs, as F.instance_norm: each image's
     channels over their positions, updating the running statistics (averaged over the batch)
     in place; with ``use_input_stats=False`` the running ones."""
-    x = _input(x, "instance norm", 3)
     running, affine = (running_mean, running_var), (weight, bias)
-    return channel_norm("instance norm", x, True, running, affine, use_input_stats, momentum, eps)[
-        0
-    ]
+    return _channel_norm("instance norm", True, x, running, affine, use_input_stats, momentum, eps)
 
 
 def instance_norm_backward(
@@ -364,14 +347,11 @@ def instance_norm_backward(
 ) -> Grads:
     """The gradients of instance_norm w.r.t. the input, the weight and the bias (both None
     without a weight; the bias's None when ``bias`` is false)."""
-    x = _input(x, "instance norm", 3)
+    x = _input(x, "instance norm", True)
     stats = (None, None) if use_input_stats else (running_mean, running_var)
-    _, saved = channel_norm(
-        "instance norm", x, True, stats, (None, None), use_input_stats, None, eps
+    return _channel_gradients(
+        "instance norm", True, grad_out, x, weight, stats, use_input_stats, eps, bias
     )
-    weight = checked_vector(weight, "weight", x.shape[1:2], x)
-    gamma = None if weight is None else per_channel(weight, x.ndim)
-    return norm_backward(grad_out, x, saved, gamma, (0, *range(2, x.ndim)), bias)
 
 
 def _layer_norm(x: Any, normalized_shape: Any, weight: Any, bias: Any, eps: float) -> tuple:
@@ -449,7 +429,7 @@ def group_norm_backward(
     """The gradients of group_norm w.r.t. the input, the weight and the bias (both None without
     a weight; the bias's None when ``bias`` is false)."""
     x, _, saved, gamma = _group_norm(x, num_groups, weight, None, eps)
-    return norm_backward(grad_out, x, saved, gamma, (0, *range(2, x.ndim)), bias)
+    return norm_backward(grad_out, x, saved, gamma, channel_axes(x, False), bias)
 
 
 # -- modules --------------------------------------------------------------------------------------
@@ -457,8 +437,6 @@ def group_norm_backward(
 
 class BatchNormNd(ChannelNorm):
     """Batch normalisation with PyTorch's arguments, attribute names and state dict."""
-
-    ndim = 2
 
     def __init__(
         self,
@@ -470,24 +448,12 @@ class BatchNormNd(ChannelNorm):
         *,
         bias: bool = True,
     ) -> None:
-        self.spec = BatchNormSpec(
-            self.ndim,
-            num_features,
-            eps,
-            momentum,
-            bool(affine),
-            bool(track_running_stats),
-            bool(bias and affine),
-        )
-        self._parameters(
-            (num_features,), affine, affine and bias, num_features, track_running_stats
-        )
+        self._setup(BatchNormSpec, num_features, eps, momentum, affine, track_running_stats, bias)
 
 
 class InstanceNormNd(ChannelNorm):
     """Instance normalisation with PyTorch's arguments, attribute names and state dict."""
 
-    ndim = 2
     per_image = True
 
     def __init__(
@@ -500,17 +466,8 @@ class InstanceNormNd(ChannelNorm):
         *,
         bias: bool = True,
     ) -> None:
-        self.spec = InstanceNormSpec(
-            self.ndim,
-            num_features,
-            eps,
-            momentum,
-            bool(affine),
-            bool(track_running_stats),
-            bool(bias and affine),
-        )
-        self._parameters(
-            (num_features,), affine, affine and bias, num_features, track_running_stats
+        self._setup(
+            InstanceNormSpec, num_features, eps, momentum, affine, track_running_stats, bias
         )
 
 
@@ -545,11 +502,7 @@ class LayerNorm(NormModule):
         """The input gradient; adds γ's and β's gradients into their ``grad``."""
         x, saved = self.saved()
         gamma_axes = tuple(range(x.ndim - len(self.spec.normalized_shape)))
-        gx, gw, gb = norm_backward(
-            grad_out, x, saved, self._data(self.weight), gamma_axes, self.bias is not None
-        )
-        self._accumulate(gw, gb)
-        return gx
+        return self._gradients(grad_out, x, saved, self._data(self.weight), gamma_axes)
 
 
 class GroupNorm(NormModule):
@@ -580,11 +533,7 @@ class GroupNorm(NormModule):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """The input gradient; adds γ's and β's gradients into their ``grad``."""
         x, saved, gamma = self.saved()
-        gx, gw, gb = norm_backward(
-            grad_out, x, saved, gamma, (0, *range(2, x.ndim)), self.bias is not None
-        )
-        self._accumulate(gw, gb)
-        return gx
+        return self._gradients(grad_out, x, saved, gamma, channel_axes(x, False))
 
 
 BatchNorm1d, BatchNorm2d, BatchNorm3d = (
@@ -600,63 +549,29 @@ InstanceNorm1d, InstanceNorm2d, InstanceNorm3d = (
 # -- registration ---------------------------------------------------------------------------------
 
 
-def _by_name(*classes: type[Module]) -> dict[str, type[Module]]:
-    return {cls.__name__: cls for cls in classes}
-
-
-def _family(
-    name: str,
-    spec: type[Op],
-    modules: dict[str, type[Module]],
-    functional: dict[str, Any],
-    inferred: str | None,
-    kinds: tuple[LayerKind, ...] = (),
-) -> registry.Family:
-    """A normalisation family: its modules mirror torch.nn's classes of the same names."""
-    return registry.register(
-        registry.Family(
-            name,
-            (spec,),
-            modules,
-            functional,
-            {key.lower(): registry.SpecFileLayer(cls, inferred) for key, cls in modules.items()},
-            registry.TorchMapping({key: registry.mirror(cls) for key, cls in modules.items()}),
-            kinds,
-        )
-    )
-
-
 def _build_bn(values: dict[str, Any], ctx: Context) -> Module:
     # a chain in layer text is read at inference: running statistics
-    return (BatchNorm1d, BatchNorm2d, BatchNorm3d)[ctx.ndim - 1](ctx.channels).eval()
+    return of_rank((BatchNorm1d, BatchNorm2d, BatchNorm3d), ctx.ndim)(ctx.channels).eval()
 
 
-BATCH_NORM = _family(
+BATCH_NORM = registry.register_twins(
     "batchnorm",
     BatchNormSpec,
-    _by_name(BatchNorm1d, BatchNorm2d, BatchNorm3d),
-    {"batch_norm": batch_norm, "batch_norm_backward": batch_norm_backward},
+    (BatchNorm1d, BatchNorm2d, BatchNorm3d),
+    (batch_norm, batch_norm_backward),
     "num_features",
-    (LayerKind("bn", (), _build_bn, help="an eval-mode BatchNorm"),),
+    kinds=(LayerKind("bn", (), _build_bn, help="an eval-mode BatchNorm"),),
 )
-LAYER_NORM = _family(
-    "layernorm",
-    LayerNormSpec,
-    _by_name(LayerNorm),
-    {"layer_norm": layer_norm, "layer_norm_backward": layer_norm_backward},
-    None,
+LAYER_NORM = registry.register_twins(
+    "layernorm", LayerNormSpec, (LayerNorm,), (layer_norm, layer_norm_backward)
 )
-GROUP_NORM = _family(
-    "groupnorm",
-    GroupNormSpec,
-    _by_name(GroupNorm),
-    {"group_norm": group_norm, "group_norm_backward": group_norm_backward},
-    "num_channels",
+GROUP_NORM = registry.register_twins(
+    "groupnorm", GroupNormSpec, (GroupNorm,), (group_norm, group_norm_backward), "num_channels"
 )
-INSTANCE_NORM = _family(
+INSTANCE_NORM = registry.register_twins(
     "instancenorm",
     InstanceNormSpec,
-    _by_name(InstanceNorm1d, InstanceNorm2d, InstanceNorm3d),
-    {"instance_norm": instance_norm, "instance_norm_backward": instance_norm_backward},
+    (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d),
+    (instance_norm, instance_norm_backward),
     "num_features",
 )

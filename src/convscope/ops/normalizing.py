@@ -4,19 +4,26 @@ running statistics. The array passes are ``convscope.kernels.normalize``'s."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..arrays import float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import LayerConfigError, ShapeError
+from ..errors import ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, is_int, prod
-from ..kernels.normalize import channel_norm, enough_values, norm_backward, per_channel
+from ..geometry import Shape, check_input_rank, positive_int, prod
+from ..kernels.normalize import (
+    channel_axes,
+    channel_norm,
+    enough_values,
+    norm_backward,
+    per_channel,
+)
 from ..module import Module, Parameter, constant_init
-from .base import Op, no_macs, not_linear
+from .base import Op, no_macs, not_linear, same_shape
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -52,6 +59,7 @@ class NormSpec(Op):
     its parameters (γ and β per affine entry, running statistics as buffers) and its linear map
     (none: it normalises with statistics of its input)."""
 
+    _shape = same_shape
     _macs = no_macs
     linear_map = not_linear("normalises with statistics of its own input: not a fixed linear map")
 
@@ -129,11 +137,6 @@ class NormSpec(Op):
         return field.with_statistics() if own and len(input_shape) > 1 else field
 
 
-def _check_features(name: str, value: Any) -> None:
-    if not is_int(value) or value < 1:
-        raise LayerConfigError(f"{name} must be an int >= 1, got {value!r}")
-
-
 def _expect_channels(spec: Any, shape: Shape, channels: int) -> Shape:
     if shape[0] != channels:
         raise ShapeError(
@@ -142,12 +145,54 @@ def _expect_channels(spec: Any, shape: Shape, channels: int) -> Shape:
     return shape
 
 
+@dataclass(frozen=True)
+class ChannelNormSpec(NormSpec):
+    """BatchNorm and InstanceNorm: ``num_features`` channels of (C, *spatial) inputs of a rank,
+    each with its own γ and β, and, when tracked, running statistics (at inference, the
+    statistics an output reads are those, not its input's). Subclasses add ``affine``,
+    ``track_running_stats`` and ``bias`` with their defaults, and name their ``_kind``."""
+
+    ndim: int
+    num_features: int
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+
+    _positional: ClassVar = ("num_features",)
+    _hidden: ClassVar = ("ndim",)
+    _kind: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        positive_int(self.num_features, "num_features")
+
+    @property
+    def name(self) -> str:
+        return f"{self._kind}{self.ndim}d"
+
+    def _channels(self) -> int:
+        return self.num_features
+
+    def _ranks(self) -> tuple[int, ...]:
+        """The input ranks it takes, without the batch."""
+        return (self.ndim + 1,)
+
+    def _check_input(self, input_shape: Sequence[int]) -> Shape:
+        shape = check_input_rank(input_shape, self._ranks(), self.name)
+        return _expect_channels(self, shape, self.num_features)
+
+    def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
+        """The input's own statistics (an image's, or a batch's without running ones) reach
+        every position; at inference running ones scale and shift each entry by its channel's
+        alone."""
+        return self._statistics_field(field, input_shape, not self.track_running_stats)
+
+
 # -- the modules ---------------------------------------------------------------------------------
 
 
 class NormModule(Module):
     """γ (ones) and β (zeros) of ``shape`` when affine, and for BatchNorm and InstanceNorm the
-    running statistics, under PyTorch's state-dict names."""
+    running statistics, under PyTorch's state-dict names; its backward adds γ's and β's
+    gradients into their ``grad``."""
 
     spec: Any
 
@@ -173,11 +218,17 @@ class NormModule(Module):
     def _data(self, p: Parameter | None) -> np.ndarray | None:
         return None if p is None else p.data
 
-    def _accumulate(self, gw: np.ndarray | None, gb: np.ndarray | None) -> None:
+    def _gradients(
+        self, grad_out: Any, x: np.ndarray, saved: Any, gamma: Any, gamma_axes: Sequence[int]
+    ) -> np.ndarray:
+        """The input gradient of what forward kept; adds γ's and β's gradients into their
+        ``grad`` (``gamma`` is γ shaped against x, ``gamma_axes`` the axes its gradient sums)."""
+        gx, gw, gb = norm_backward(grad_out, x, saved, gamma, gamma_axes, self.bias is not None)
         if self.weight is not None and gw is not None:
             self.weight.accumulate(gw)
         if self.bias is not None and gb is not None:
             self.bias.accumulate(gb)
+        return gx
 
 
 class ChannelNorm(NormModule):
@@ -185,6 +236,24 @@ class ChannelNorm(NormModule):
     (momentum None: their cumulative average)."""
 
     per_image = False
+    ndim = 2
+
+    def _setup(
+        self,
+        spec: type[ChannelNormSpec],
+        num_features: int,
+        eps: float,
+        momentum: float | None,
+        affine: bool,
+        track_running_stats: bool,
+        bias: bool,
+    ) -> None:
+        """The ``spec`` and parameters of PyTorch's arguments (β only with γ)."""
+        affine, track = bool(affine), bool(track_running_stats)
+        self.spec = spec(
+            self.ndim, num_features, eps, momentum, affine, track, bool(bias and affine)
+        )
+        self._parameters((num_features,), affine, affine and bias, num_features, track)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The input's statistics in training (updating the running ones); the running ones in
@@ -216,8 +285,4 @@ class ChannelNorm(NormModule):
         x, saved = self.saved()
         weight = self._data(self.weight)
         gamma = None if weight is None else per_channel(weight, x.ndim)
-        gx, gw, gb = norm_backward(
-            grad_out, x, saved, gamma, (0, *range(2, x.ndim)), self.bias is not None
-        )
-        self._accumulate(gw, gb)
-        return gx
+        return self._gradients(grad_out, x, saved, gamma, channel_axes(x, False))

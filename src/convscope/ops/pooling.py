@@ -20,7 +20,6 @@ from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import (
     Shape,
-    Windows,
     axis_names,
     check_input,
     int_tuple,
@@ -30,9 +29,17 @@ from ..geometry import (
 from ..grammar import Context, LayerKind, Option
 from ..kernels import pool as kernels
 from ..module import Module
-from .base import RANKS, LinearMap, Op, no_macs, no_params, rank_class, rank_function
+from .base import RANKS, LinearMap, Op, no_macs, no_params, of_rank, rank_class, rank_function
 from .conv import ConvSpec
-from .windowed import check_grad, check_x, window_cost
+from .windowed import (
+    PoolingModule,
+    PoolPasses,
+    check_grad,
+    check_x,
+    pool_calls,
+    sliding_windows,
+    window_cost,
+)
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -170,17 +177,8 @@ class PoolSpec(Op):
         self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
         dense = count == "dense"
-        axes = [
-            Windows(size + 2 * p, 0, k, s, d, out) if dense else Windows(size, -p, k, s, d, out)
-            for size, p, k, s, d, out in zip(
-                input_shape[1:],
-                self.padding,
-                self.kernel_size,
-                self.stride,
-                self.dilation,
-                output_shape[1:],
-            )
-        ]
+        pads = [(p, p) for p in self.padding]
+        axes = sliding_windows(self, pads, input_shape, output_shape, dense)
         w.section(f"Forward pass ({count} count)")
         w.note(
             "Dense count: padding positions are real elements of every window."
@@ -269,15 +267,13 @@ def pool_backward(spec: PoolSpec, grad_out: Any, x: np.ndarray, saved: Any) -> n
     return kernels.avg_backward(spec, x, g)
 
 
-def _forward(spec: PoolSpec, x: Any) -> np.ndarray:
-    return pool_forward(spec, x)[0]
+def _avg(ndim: int, kernel_size: Any, stride: Any, padding: Any, *rest: Any) -> PoolSpec:
+    """The spec of average pooling from PyTorch's arguments, which have no dilation; ``rest`` are
+    ceil_mode, count_include_pad and divisor_override, as far as given."""
+    return PoolSpec.create(ndim, "avg", kernel_size, stride, padding, 1, *rest)
 
 
-def _backward(spec: PoolSpec, grad_out: Any, x: Any) -> np.ndarray:
-    x = check_x(x, spec)[0]
-    return pool_backward(spec, grad_out, x, pool_forward(spec, x)[1])
-
-
+PASSES = PoolPasses(pool_forward, pool_backward)
 IntOrTuple = int | Sequence[int]
 Array = np.ndarray
 
@@ -291,9 +287,8 @@ def _max_functional(ndim: int) -> tuple[Any, Any]:
         dilation: IntOrTuple = 1,
         ceil_mode: bool = False,
     ) -> Array:
-        return _forward(
-            PoolSpec.create(ndim, "max", kernel_size, stride, padding, dilation, ceil_mode), x
-        )
+        spec = PoolSpec.create(ndim, "max", kernel_size, stride, padding, dilation, ceil_mode)
+        return PASSES.pooled(spec, x)
 
     def backward(
         grad_out: Array,
@@ -305,7 +300,7 @@ def _max_functional(ndim: int) -> tuple[Any, Any]:
         ceil_mode: bool = False,
     ) -> Array:
         spec = PoolSpec.create(ndim, "max", kernel_size, stride, padding, dilation, ceil_mode)
-        return _backward(spec, grad_out, x)
+        return PASSES.gradient(spec, grad_out, x)
 
     name, axes = f"max_pool{ndim}d", ", ".join(axis_names(ndim))
     return (
@@ -331,20 +326,10 @@ def _avg_functional(ndim: int) -> tuple[Any, Any]:
         count_include_pad: bool = True,
         divisor_override: int | None = None,
     ) -> Array:
-        return _forward(
-            PoolSpec.create(
-                ndim,
-                "avg",
-                kernel_size,
-                stride,
-                padding,
-                1,
-                ceil_mode,
-                count_include_pad,
-                divisor_override,
-            ),
-            x,
+        spec = _avg(
+            ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
+        return PASSES.pooled(spec, x)
 
     def backward(
         grad_out: Array,
@@ -356,18 +341,10 @@ def _avg_functional(ndim: int) -> tuple[Any, Any]:
         count_include_pad: bool = True,
         divisor_override: int | None = None,
     ) -> Array:
-        spec = PoolSpec.create(
-            ndim,
-            "avg",
-            kernel_size,
-            stride,
-            padding,
-            1,
-            ceil_mode,
-            count_include_pad,
-            divisor_override,
+        spec = _avg(
+            ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
-        return _backward(spec, grad_out, x)
+        return PASSES.gradient(spec, grad_out, x)
 
     name, axes = f"avg_pool{ndim}d", ", ".join(axis_names(ndim))
     return (
@@ -391,22 +368,11 @@ def _avg_functional(ndim: int) -> tuple[Any, Any]:
 # -- modules ----------------------------------------------------------------------------------
 
 
-class PoolModule(Module):
-    """Runs its spec: forward keeps the input (and the arg-max for max pools) for backward."""
+class PoolModule(PoolingModule):
+    """A sliding pool: forward keeps the input (and the arg-max for max pools) for backward."""
 
     spec: PoolSpec
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Pools ``x`` (N, C, *spatial) and keeps what backward needs."""
-        x = check_x(x, self.spec)[0]
-        y, saved = pool_forward(self.spec, x)
-        self.save_for_backward(x, saved)
-        return y
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """The gradient w.r.t. the last forward's input (a pool has no parameters)."""
-        x, saved = self.saved()
-        return pool_backward(self.spec, grad_out, x, saved)
+    passes = PASSES
 
 
 class MaxPoolNd(PoolModule):
@@ -440,9 +406,7 @@ class AvgPool1d(PoolModule):
         ceil_mode: bool = False,
         count_include_pad: bool = True,
     ) -> None:
-        self.spec = PoolSpec.create(
-            1, "avg", kernel_size, stride, padding, 1, ceil_mode, count_include_pad
-        )
+        self.spec = _avg(1, kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
 class AvgPoolNd(PoolModule):
@@ -459,16 +423,8 @@ class AvgPoolNd(PoolModule):
         count_include_pad: bool = True,
         divisor_override: int | None = None,
     ) -> None:
-        self.spec = PoolSpec.create(
-            self.ndim,
-            "avg",
-            kernel_size,
-            stride,
-            padding,
-            1,
-            ceil_mode,
-            count_include_pad,
-            divisor_override,
+        self.spec = _avg(
+            self.ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
         )
 
 
@@ -494,18 +450,11 @@ POOL_OPTIONS = (
 
 
 def build_max(values: dict[str, Any], ctx: Context) -> Module:
-    return (MaxPool1d, MaxPool2d, MaxPool3d)[ctx.ndim - 1](**values)
+    return of_rank((MaxPool1d, MaxPool2d, MaxPool3d), ctx.ndim)(**values)
 
 
 def build_avg(values: dict[str, Any], ctx: Context) -> Module:
-    if ctx.ndim == 1:
-        return AvgPool1d(**values)
-    return (AvgPool2d, AvgPool3d)[ctx.ndim - 2](**values)
-
-
-_POOLS = {
-    cls.__name__: cls for cls in (MaxPool1d, MaxPool2d, MaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d)
-}
+    return of_rank((AvgPool1d, AvgPool2d, AvgPool3d), ctx.ndim)(**values)
 
 
 def _pool_call(ndim: int, mode: str) -> registry.CallRule:
@@ -532,45 +481,32 @@ def _pool_call(ndim: int, mode: str) -> registry.CallRule:
             ("count_include_pad", True),
             ("divisor_override", None),
         )
-        return PoolSpec.create(ndim, "avg", k, s or None, p, 1, ceil, include, divisor)
+        return _avg(ndim, k, s or None, p, ceil, include, divisor)
 
     return rule
 
 
-POOL = registry.register(
-    registry.Family(
-        name="pool",
-        specs=(PoolSpec,),
-        modules=_POOLS,
-        functional={
-            f.__name__: f
-            for f in (
-                max_pool1d,
-                max_pool1d_backward,
-                max_pool2d,
-                max_pool2d_backward,
-                max_pool3d,
-                max_pool3d_backward,
-                avg_pool1d,
-                avg_pool1d_backward,
-                avg_pool2d,
-                avg_pool2d_backward,
-                avg_pool3d,
-                avg_pool3d_backward,
-            )
-        },
-        spec_file={name.lower(): registry.SpecFileLayer(cls) for name, cls in _POOLS.items()},
-        torch=registry.TorchMapping(
-            modules={name: registry.mirror(cls) for name, cls in _POOLS.items()},
-            functions={
-                f"torch.nn.functional.{mode}_pool{d}d": _pool_call(d, mode)
-                for d in RANKS
-                for mode in ("max", "avg")
-            },
-        ),
-        kinds=(
-            LayerKind("maxpool", POOL_OPTIONS, build_max, required=("k",)),
-            LayerKind("avgpool", POOL_OPTIONS[:3], build_avg, required=("k",)),
-        ),
-    )
+POOL = registry.register_twins(
+    "pool",
+    PoolSpec,
+    (MaxPool1d, MaxPool2d, MaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d),
+    (
+        max_pool1d,
+        max_pool1d_backward,
+        max_pool2d,
+        max_pool2d_backward,
+        max_pool3d,
+        max_pool3d_backward,
+        avg_pool1d,
+        avg_pool1d_backward,
+        avg_pool2d,
+        avg_pool2d_backward,
+        avg_pool3d,
+        avg_pool3d_backward,
+    ),
+    functions=pool_calls("", _pool_call),
+    kinds=(
+        LayerKind("maxpool", POOL_OPTIONS, build_max, required=("k",)),
+        LayerKind("avgpool", POOL_OPTIONS[:3], build_avg, required=("k",)),
+    ),
 )

@@ -3,7 +3,7 @@ with their rules, passes, modules and registrations, and what every structural f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,11 @@ from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
 from ..geometry import Shape, check_sizes, is_int, prod
 from ..module import Module
-from .base import Op, no_macs, no_params, not_linear
+from .base import NOT_A_CONVOLUTION as NOT_A_CONVOLUTION  # importable here too
+from .base import Op, no_macs, no_params, not_a_convolution, noted_shape
 
 if TYPE_CHECKING:
     from ..receptive import Field
-
-#: Why a structural op is not part of a composed convolution.
-NOT_A_CONVOLUTION = "is not a convolution, an average pool or a BatchNorm: compose takes only those"
 
 
 def moves_values(self: Op, field: Field, input_shape: Any, output_shape: Shape) -> Field:
@@ -34,9 +32,20 @@ def moves_values(self: Op, field: Field, input_shape: Any, output_shape: Shape) 
 class StructuralOp(Op):
     """An op that moves, joins or reduces values: no weights, no MACs, no convolution."""
 
+    @property
+    def name(self) -> str:
+        """The class's name without ``Spec``: Flatten, Concat, Add."""
+        return type(self).__name__.removesuffix("Spec")
+
     _params = no_params
     _macs = no_macs
-    linear_map = not_linear(NOT_A_CONVOLUTION)
+    linear_map = not_a_convolution
+
+
+class MovingOp(StructuralOp):
+    """A reshape, reordering or view: each output entry is one input entry (``moves_values``)."""
+
+    receptive_field = moves_values
 
 
 def free_cost(w: Working, why: str) -> Cost:
@@ -46,11 +55,31 @@ def free_cost(w: Working, why: str) -> Cost:
     return Cost(OpCount(), OpCount())
 
 
+def no_arithmetic(why: str) -> Callable[..., Cost]:
+    """The cost face of an op that only moves or views data (``free_cost``)."""
+
+    def _cost(
+        self: Op, input_shape: Any, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        return free_cost(w, why)
+
+    return _cost
+
+
+def moved(w: Working, input_shape: Shape, shape: Shape, detail: str = "") -> Shape:
+    """``shape`` as the output shape that ``input_shape`` becomes."""
+    return noted_shape(w, shape, f"{shape_text(input_shape)} → {shape_text(shape)}{detail}")
+
+
+#: The input shapes of an op of several inputs.
+Shapes = tuple[Shape, ...]
+
+
 def _check_shape(shape: Sequence[int], layer: str) -> Shape:
     return check_sizes(shape, layer, "shapes")
 
 
-def _check_shapes(shapes: Sequence[Sequence[int]], layer: str) -> tuple[Shape, ...]:
+def _check_shapes(shapes: Sequence[Sequence[int]], layer: str) -> Shapes:
     if isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int):
         raise ShapeError(f"{layer} takes a list of input shapes, got one shape {shapes}")
     out = tuple(_check_shape(s, layer) for s in shapes)
@@ -60,14 +89,11 @@ def _check_shapes(shapes: Sequence[Sequence[int]], layer: str) -> tuple[Shape, .
 
 
 @dataclass(frozen=True)
-class FlattenSpec(StructuralOp):
+class FlattenSpec(MovingOp):
     """Merges axes start_dim..end_dim, counted as PyTorch does with the batch as axis 0."""
 
     start_dim: int = 1
     end_dim: int = -1
-
-    name = "Flatten"
-    receptive_field = moves_values
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, "Flatten")
@@ -93,29 +119,34 @@ class FlattenSpec(StructuralOp):
         start, end = (d + rank if d < 0 else d for d in (self.start_dim, self.end_dim))
         full = (1, *input_shape)
         out = full[:start] + (prod(full[start : end + 1]),) + full[end + 1 :]
-        shape = out[1:]
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}")
-        return shape
+        return moved(w, input_shape, out[1:])
 
-    def _cost(
-        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        return free_cost(w, "A reshape: no arithmetic.")
+    _cost = no_arithmetic("A reshape: no arithmetic.")
+
+
+class JoiningOp(StructuralOp):
+    """An op of two or more inputs (Concat, Add, Mul), whose shapes ``_check_joined`` checks
+    together."""
+
+    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> Shapes:
+        shapes = _check_shapes(input_shape, self.name)
+        self._check_joined(shapes)
+        return shapes
+
+    def _check_joined(self, shapes: Shapes) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class ConcatSpec(StructuralOp):
+class ConcatSpec(JoiningOp):
     """Concatenation along an axis (PyTorch numbering, batch = 0; default the channels)."""
 
     dim: int = 1
 
-    name = "Concat"
     #: The summary merges the inputs' fields; each output entry is one input entry.
     receptive_field = moves_values
 
-    def _check_input(self, input_shape: Sequence[Sequence[int]]) -> tuple[Shape, ...]:
-        shapes = _check_shapes(input_shape, "Concat")
+    def _check_joined(self, shapes: Shapes) -> None:
         rank = len(shapes[0]) + 1
         dim = self.dim + rank if self.dim < 0 else self.dim
         if any(len(s) + 1 != rank for s in shapes) or not 1 <= dim < rank:
@@ -129,26 +160,15 @@ class ConcatSpec(StructuralOp):
                 f"Concat along dim {self.dim} needs the other axes equal, got "
                 f"{', '.join(shape_text(s) for s in shapes)}"
             )
-        return shapes
 
-    def _shape(self, input_shape: tuple[Shape, ...], w: Working) -> Shape:
+    def _shape(self, input_shape: Shapes, w: Working) -> Shape:
         rank = len(input_shape[0]) + 1
         axis = (self.dim + rank if self.dim < 0 else self.dim) - 1
         first = input_shape[0]
         shape = first[:axis] + (sum(s[axis] for s in input_shape),) + first[axis + 1 :]
-        w.section("Output shape")
-        w.note(f"Sizes along dim {self.dim} add up: {shape_text(shape)}")
-        return shape
+        return noted_shape(w, shape, f"Sizes along dim {self.dim} add up: {shape_text(shape)}")
 
-    def _cost(
-        self,
-        input_shape: tuple[Shape, ...],
-        output_shape: Shape,
-        batch: int,
-        count: str,
-        w: Working,
-    ) -> Cost:
-        return free_cost(w, "A copy: no arithmetic.")
+    _cost = no_arithmetic("A copy: no arithmetic.")
 
 
 def flatten(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> np.ndarray:
@@ -200,13 +220,10 @@ def _full_dim(dim: int, rank: int, layer: str, shape: Shape) -> int:
 
 
 @dataclass(frozen=True)
-class ReshapeSpec(StructuralOp):
+class ReshapeSpec(MovingOp):
     """A view or reshape to a fixed shape (without the batch; one entry may be -1)."""
 
     shape: Shape
-
-    name = "Reshape"
-    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         sizes = tuple(self.shape)
@@ -235,24 +252,16 @@ class ReshapeSpec(StructuralOp):
     def _shape(self, input_shape: Shape, w: Working) -> Shape:
         known = prod(v for v in self.shape if v != -1)
         shape = tuple(prod(input_shape) // known if v == -1 else v for v in self.shape)
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}, the same elements")
-        return shape
+        return moved(w, input_shape, shape, ", the same elements")
 
-    def _cost(
-        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        return free_cost(w, "A reshape: no arithmetic.")
+    _cost = no_arithmetic("A reshape: no arithmetic.")
 
 
 @dataclass(frozen=True)
-class PermuteSpec(StructuralOp):
+class PermuteSpec(MovingOp):
     """A reordering of the axes (PyTorch numbering, batch = 0, which must stay first)."""
 
     dims: Shape
-
-    name = "Permute"
-    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         dims = tuple(self.dims)
@@ -273,27 +282,18 @@ class PermuteSpec(StructuralOp):
 
     def _shape(self, input_shape: Shape, w: Working) -> Shape:
         full = (1, *input_shape)
-        shape = tuple(full[d] for d in self.dims[1:])
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}")
-        return shape
+        return moved(w, input_shape, tuple(full[d] for d in self.dims[1:]))
 
-    def _cost(
-        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        return free_cost(w, "A reordering (at most a copy): no arithmetic.")
+    _cost = no_arithmetic("A reordering (at most a copy): no arithmetic.")
 
 
 @dataclass(frozen=True)
-class SliceSpec(StructuralOp):
+class SliceSpec(MovingOp):
     """The entries start … stop − 1 along one axis (PyTorch numbering, batch = 0)."""
 
     dim: int
     start: int
     stop: int
-
-    name = "Slice"
-    receptive_field = moves_values
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.stop:
@@ -314,16 +314,11 @@ class SliceSpec(StructuralOp):
     def _shape(self, input_shape: Shape, w: Working) -> Shape:
         axis = _full_dim(self.dim, len(input_shape) + 1, "Slice", input_shape) - 1
         shape = input_shape[:axis] + (self.stop - self.start,) + input_shape[axis + 1 :]
-        w.section("Output shape")
-        w.note(f"{shape_text(input_shape)} → {shape_text(shape)}")
-        return shape
+        return moved(w, input_shape, shape)
 
-    def _cost(
-        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        return free_cost(
-            w, "A view: no arithmetic; its gradient fills the rest of the input with zeros."
-        )
+    _cost = no_arithmetic(
+        "A view: no arithmetic; its gradient fills the rest of the input with zeros."
+    )
 
 
 # -- registration: the torch forms of each structural op ----------------------------------------
@@ -456,18 +451,12 @@ def slice_along_backward(
 # -- registration -------------------------------------------------------------------------------
 
 
-FLATTEN = registry.register(
-    registry.Family(
-        name="flatten",
-        specs=(FlattenSpec,),
-        modules={"Flatten": Flatten},
-        functional={"flatten": flatten, "flatten_backward": flatten_backward},
-        spec_file={"flatten": registry.SpecFileLayer(Flatten)},
-        torch=registry.TorchMapping(
-            modules={"Flatten": registry.mirror(Flatten)},
-            functions=dict.fromkeys(_paths("flatten"), _flatten),
-        ),
-    )
+FLATTEN = registry.register_twins(
+    "flatten",
+    FlattenSpec,
+    (Flatten,),
+    (flatten, flatten_backward),
+    functions=dict.fromkeys(_paths("flatten"), _flatten),
 )
 CONCAT = graph_family(
     "concat",

@@ -1,36 +1,65 @@
 """The rules that the windowed families share: channels and groups, the counting rule of
 products over a convolution's windows (a convolution and, over its adjoint's windows, a
 transposed convolution), the counting rule of reductions over a pool's windows (sliding and
-adaptive), and the checks of the arrays their passes take."""
+adaptive), the checks of the arrays their passes take, and the modules that run those passes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..arrays import expect_rank, expect_shape, float_array, same_dtype
-from ..counting import Cost, OpCount
-from ..errors import LayerConfigError
-from ..explain import Working, axis_dict, product_symbols
-from ..geometry import Shape, Windows, axis_names, prod
+from ..counting import Cost, OpCount, ParamCount
+from ..errors import LayerConfigError, ShapeError
+from ..explain import Working, axis_dict, product_symbols, shape_text
+from ..geometry import Shape, Windows, axis_names, check_input, int_tuple, positive_int, prod
+from ..module import Module, WeightedModule
+from .base import RANKS, Op, of_rank, weight_params
+
+if TYPE_CHECKING:
+    from ..grammar import Context
 
 # -- convolutions --------------------------------------------------------------------------------
 
 
 def check_channels(in_channels: int, out_channels: int, groups: int) -> None:
     """Channels and groups as PyTorch requires them."""
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise LayerConfigError(f"{name} must be an int >= 1, got {value!r}")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise LayerConfigError(f"groups must be an int >= 1, got {groups!r}")
+    positive_int(in_channels, "in_channels")
+    positive_int(out_channels, "out_channels")
+    positive_int(groups, "groups")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if value % groups:
             raise LayerConfigError(
                 f"groups must divide {name}: {value} is not divisible by groups={groups}"
             )
+
+
+def kernel_axes(
+    ndim: int, kernel_size: int | Sequence[int], stride: Any, dilation: Any
+) -> tuple[Shape, Shape, Shape]:
+    """The kernel size, stride and dilation of a convolution, resolved per axis."""
+    kernel = int_tuple(kernel_size, ndim, "kernel_size")
+    return kernel, int_tuple(stride, ndim, "stride"), int_tuple(dilation, ndim, "dilation")
+
+
+def sliding_windows(
+    spec: Any, pads: Sequence[tuple[int, int]], input_shape: Shape, output_shape: Shape, dense: bool
+) -> list[Windows]:
+    """The windows of ``spec``'s sliding kernel (its kernel_size, stride and dilation) along
+    each spatial axis: over the real input, or (``dense``) over the input padded by ``pads``."""
+    axes = zip(
+        input_shape[1:], pads, spec.kernel_size, spec.stride, spec.dilation, output_shape[1:]
+    )
+    return [
+        Windows(size + before + after, 0, k, s, d, out)
+        if dense
+        else Windows(size, -before, k, s, d, out)
+        for size, (before, after), k, s, d, out in axes
+    ]
 
 
 def window_pairs(
@@ -110,6 +139,151 @@ def bias_gradient(
     )
 
 
+#: The symbol of the entries along an axis that a pass sums the products into, by role.
+ENTRIES = {"output": "{ax}_out", "input": "{ax}", "weight": "k_{ax}"}
+
+
+class KernelSpec(Op):
+    """What a convolution and a transposed convolution share: channels paired in ``groups`` by a
+    weight of ``weight_shape``, an optional bias per output channel, and one counting rule of
+    products over windows. A convolution has a window per output entry, the transposed
+    convolution (its adjoint) one per input entry (``_window_per``): the same rule, with the
+    roles of the input and the output swapped.
+
+    Subclasses are frozen dataclasses with the fields below, and give the words of their working:
+    ``_pairs``, the weight's channel pairs as a formula, and ``_sums``, for each pass that sums
+    the products (into the ``output``, the ``input`` or the ``weight``), the symbol of its
+    entries, what they are and why (see ``_summed``).
+    """
+
+    ndim: int
+    in_channels: int
+    out_channels: int
+    kernel_size: Shape
+    groups: int
+    bias: bool
+
+    _kind: ClassVar[str]  # the stem of the name: Conv, ConvTranspose
+    _pairs: ClassVar[str]
+    _window_per: ClassVar[str]  # "output" or "input"
+    _macs_title: ClassVar[str]
+    _no_bias: ClassVar[str] = ""  # a note for a layer without a bias
+    _sums: ClassVar[dict[str, tuple[str, str, str]]]
+
+    @property
+    def name(self) -> str:
+        return f"{self._kind}{self.ndim}d"
+
+    @property
+    def weight_shape(self) -> Shape:
+        raise NotImplementedError
+
+    def _check_channels(self, input_shape: Sequence[int]) -> Shape:
+        """The input shape, of this layer's rank and with its input channels."""
+        shape = check_input(input_shape, self.ndim, self.name)
+        if shape[0] != self.in_channels:
+            raise ShapeError(
+                f"{self.name} expects {self.in_channels} input channels, got an input of shape "
+                f"{shape_text(shape)} with {shape[0]}"
+            )
+        return shape
+
+    def _channels(self, batch: int | None = None) -> dict[str, int]:
+        """The channel symbols' values, after the batch's when given."""
+        channels = {"C_out": self.out_channels, "C_in": self.in_channels, "g": self.groups}
+        return channels if batch is None else {"N": batch, **channels}
+
+    def _params(self, w: Working) -> ParamCount:
+        w.section("Parameters")
+        names = axis_names(self.ndim)
+        kernel = " · ".join(f"k_{ax}" for ax in names)
+        values = {**self._channels(), **axis_dict(names, "k_", self.kernel_size)}
+        weights = (f"{self._pairs} · {kernel}", prod(self.weight_shape))
+        biases = ("C_out", self.out_channels) if self.bias else None
+        return weight_params(w, values, weights, biases, self._no_bias)
+
+    def _macs(self, input_shape: Shape, output_shape: Shape, batch: int, w: Working) -> int:
+        w.section(self._macs_title)
+        names = axis_names(self.ndim)
+        if self._window_per == "output":
+            sizes, suffix = output_shape[1:], "_out"
+        else:
+            sizes, suffix = input_shape[1:], ""
+        values = self._channels(batch)
+        values.update(axis_dict(names, "", sizes, suffix))
+        values.update(axis_dict(names, "k_", self.kernel_size))
+        factors = " · ".join(f"{ax}{suffix} · k_{ax}" for ax in names)
+        macs = batch * self.weight_shape[0] * prod(sizes) * prod(self.weight_shape[1:])
+        return w.let("MACs", f"N · {self._pairs} · {factors}", macs, values)
+
+    # -- the counting rule, for the subclasses' ``_cost`` ---------------------------------------
+    def _products(self, w: Working, axes: Sequence[Windows], batch: int, why: str) -> int:
+        """The products: per axis the (window, tap) pairs on values (``why``: the others),
+        for every channel pair of the weight and every image."""
+        names = axis_names(self.ndim)
+        pairs = window_pairs(w, names, axes, self.kernel_size, ENTRIES[self._window_per], why)
+        t_product = " · ".join(f"T_{ax}" for ax in names)
+        return w.let(
+            "mults",
+            f"N · {self._pairs} · {t_product}",
+            batch * prod(self.weight_shape[:2]) * prod(pairs),
+            {**self._channels(batch), **axis_dict(names, "T", pairs)},
+        )
+
+    def _summed(
+        self,
+        w: Working,
+        products: int,
+        batch: int,
+        role: str,
+        axes: Sequence[Windows],
+        reached: Sequence[int] | None = None,
+    ) -> int:
+        """The additions of a pass that sums the products into the ``role``'s entries: the
+        forward pass into the output, the backward passes (which gather the same products) into
+        the input and the weight. An entry that sums n products costs n − 1, so the additions
+        are the products minus the entries that receive any. Along an axis those are the windows
+        used, the positions they reach (``reached``, where the padding copies values) or the
+        taps used."""
+        if role != "output":
+            w.let("mults", "", products, why="the forward pass's products")
+        names = axis_names(self.ndim)
+        symbol, why_count, why = self._sums[role]
+        lead = {
+            "output": ("N · C_out", batch * self.out_channels),
+            "input": ("N · C_in", batch * self.in_channels),
+            "weight": (self._pairs, prod(self.weight_shape[:2])),
+        }[role]
+        if role == "weight":
+            counts, full = [a.taps_used for a in axes], list(self.kernel_size)
+        elif role == self._window_per:
+            counts, full = [a.windows_used for a in axes], [a.count for a in axes]
+        else:
+            counts = list(reached or [a.positions_used() for a in axes])
+            full = [a.size for a in axes]
+        base, entries = self._channels(batch), ENTRIES[role]
+        return summed_adds(
+            w, products, lead, base, symbol, names, counts, full, entries, why_count, why
+        )
+
+    def _product_cost(
+        self, w: Working, products: int, adds: Sequence[int], batch: int, output_shape: Shape
+    ) -> Cost:
+        """The passes' counts over the same products (forward, input and weight gradients, with
+        ``adds`` additions each) and, with a bias, the bias gradient's."""
+        forward, backward_input, backward_weight = (OpCount(mults=products, adds=a) for a in adds)
+        names, base = axis_names(self.ndim), self._channels(batch)
+        bias = bias_gradient(w, self.bias, self.out_channels, batch, names, output_shape, base)
+        return Cost(forward, backward_input, backward_weight, bias)
+
+
+def check_ranks(ndim: int, x: np.ndarray, weight: np.ndarray, rows: str) -> None:
+    """``x`` of layout (N, C, *spatial) and ``weight`` of layout (``rows``, *kernel)."""
+    names = axis_names(ndim)
+    expect_rank(x, ndim + 2, "x", "N x C x " + " x ".join(names))
+    expect_rank(weight, ndim + 2, "weight", f"{rows} x " + " x ".join(f"k_{ax}" for ax in names))
+
+
 def check_arrays(
     spec: Any,
     x: np.ndarray,
@@ -133,6 +307,83 @@ def check_arrays(
     if grad_out is not None:
         expect_shape(grad_out, out, "grad_out", f"(the output shape for an input {x.shape})")
     return out
+
+
+#: A pass of a convolution family on checked arrays: (spec, x, weight, bias) for the forward,
+#: (spec, grad_out, x, weight, bias) for the backward.
+KernelPass = Callable[..., Any]
+Grads = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def run_forward(
+    forward: KernelPass, spec: Any, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+) -> np.ndarray:
+    """``forward`` of ``spec`` on float arrays, after checking them against it."""
+    check_arrays(spec, x, weight, bias, None)
+    return forward(spec, x, weight, bias)
+
+
+def run_backward(
+    backward: KernelPass, spec: Any, grad_out: Any, x: np.ndarray, weight: np.ndarray, bias: bool
+) -> Grads:
+    """``backward`` of ``spec``: the gradients w.r.t. the input, the weight and (with ``bias``)
+    the bias, after checking the arrays against it."""
+    grad_out = float_array(grad_out, "grad_out")
+    check_arrays(spec, x, weight, None, grad_out)
+    return backward(spec, grad_out, x, weight, bias)
+
+
+class KernelModule(WeightedModule):
+    """A convolution or transposed convolution module: its spec's weight and bias, initialised
+    as PyTorch does (fan-in: the weight's entries per row), run by its family's ``passes``."""
+
+    ndim = 2
+    spec: Any
+    passes: ClassVar[tuple[KernelPass, KernelPass]]
+
+    def _setup(self, spec: Any) -> None:
+        self.spec = spec
+        fan_in = spec.weight_shape[1] * prod(spec.kernel_size)
+        self._register_weights(spec.weight_shape, fan_in, spec.out_channels if spec.bias else None)
+
+    def _forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        return run_forward(self.passes[0], self.spec, float_array(x, "x"), weight, bias)
+
+    def _backward(
+        self, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, has_bias: bool
+    ) -> Grads:
+        return run_backward(self.passes[1], self.spec, grad_out, x, weight, has_bias)
+
+
+def spec_constructor(create: Callable[..., Any]) -> Callable[..., None]:
+    """The ``__init__`` of a convolution module, which takes its spec's ``create`` arguments
+    after the rank: PyTorch's constructor arguments, declared once (with their defaults and
+    types) for the spec and the module. The signature is the module's to ``inspect``, which
+    reads the attribute names, the PyTorch adapter's mapping and spec files from it."""
+
+    def __init__(self: KernelModule, *args: Any, **kwargs: Any) -> None:
+        try:  # a wrong call names the module, as a written-out constructor would
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{type(self).__name__}(): {error}") from None
+        self._setup(create(self.ndim, *bound.args[1:], **bound.kwargs))
+
+    _, *arguments = inspect.signature(create).parameters.values()
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    signature = inspect.Signature([this, *arguments], return_annotation="None")
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    return __init__
+
+
+def kernel_builder(classes: Sequence[type[Module]]) -> Callable[[dict[str, Any], Context], Module]:
+    """The layer-kind builder of a convolution family: the class of the input's rank, from the
+    input's channels to ``out_channels`` (default: as many)."""
+
+    def build(values: dict[str, Any], ctx: Context) -> Module:
+        cls = of_rank(classes, ctx.ndim)
+        return cls(ctx.channels, values.pop("out_channels", ctx.channels), **values)
+
+    return build
 
 
 # -- pools ---------------------------------------------------------------------------------------
@@ -225,3 +476,48 @@ def check_grad(grad_out: Any, x: np.ndarray, out_shape: Shape, spec: Any) -> np.
     expect_shape(g, out_shape, "grad_out", f"(the {spec.name} output for x {tuple(x.shape)})")
     same_dtype(x=x, grad_out=g)
     return g
+
+
+@dataclass(frozen=True)
+class PoolPasses:
+    """A pool family's passes: ``forward`` (spec, x) → (the output, what the backward needs)
+    and ``backward`` (spec, grad_out, x, what the forward kept) → the gradient w.r.t. x."""
+
+    forward: Callable[[Any, np.ndarray], tuple[np.ndarray, Any]]
+    backward: Callable[[Any, Any, np.ndarray, Any], np.ndarray]
+
+    def pooled(self, spec: Any, x: Any) -> np.ndarray:
+        """``x`` pooled by ``spec``."""
+        return self.forward(spec, x)[0]
+
+    def gradient(self, spec: Any, grad_out: Any, x: Any) -> np.ndarray:
+        """The gradient w.r.t. ``x`` of pooling it by ``spec``, from the forward pass run again."""
+        x = check_x(x, spec)[0]
+        return self.backward(spec, grad_out, x, self.forward(spec, x)[1])
+
+
+class PoolingModule(Module):
+    """A pool that runs its spec by its family's ``passes``: forward keeps the input, and what
+    the backward needs (a max pool's arg-max), for backward."""
+
+    spec: Any
+    passes: ClassVar[PoolPasses]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Pools ``x`` (N, C, *spatial) and keeps what backward needs."""
+        x = check_x(x, self.spec)[0]
+        y, saved = self.passes.forward(self.spec, x)
+        self.save_for_backward(x, saved)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """The gradient w.r.t. the last forward's input (a pool has no parameters)."""
+        x, saved = self.saved()
+        return self.passes.backward(self.spec, grad_out, x, saved)
+
+
+def pool_calls(prefix: str, rule: Callable[[int, str], Any]) -> dict[str, Any]:
+    """The traced calls F.{prefix}max_pool1d … F.{prefix}avg_pool3d, each with the ``rule`` of
+    its rank and mode."""
+    modes = ("max", "avg")
+    return {f"torch.nn.functional.{prefix}{m}_pool{d}d": rule(d, m) for d in RANKS for m in modes}

@@ -19,7 +19,7 @@ import numpy as np
 from .. import functional, registry
 from ..errors import ConvScopeError, LayerConfigError
 from ..explain import Working, shape_text
-from ..geometry import Shape, axis_names, check_batch, check_input, prod
+from ..geometry import Shape, axis_names, check_batch, check_input, positive_int, prod
 from ..module import Module
 from ..ops.adaptive_pooling import AdaptivePoolSpec
 from ..ops.conv import ConvSpec
@@ -166,12 +166,6 @@ def _conv_side(spec: ConvSpec, shape: Shape, batch: int, count: str, where: str)
 # -- the analysis --------------------------------------------------------------------------------
 
 
-def _check_positive(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise LayerConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 def analyze_pool(
     layer_or_spec: Any,
     input_shape: Sequence[int],
@@ -202,7 +196,7 @@ def analyze_pool(
     shape = check_input(input_shape, spec.ndim, spec.name)
     spec.output_shape(shape)
     batch = check_batch(batch)
-    trials, shifts = _check_positive(trials, "trials"), _check_positive(shifts, "shifts")
+    trials, shifts = positive_int(trials, "trials"), positive_int(shifts, "shifts")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise LayerConfigError(f"seed must be an int >= 0, got {seed!r}")
     if not isinstance(sigma, int | float) or not sigma > 0:
