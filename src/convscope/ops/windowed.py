@@ -362,11 +362,15 @@ def spec_constructor(create: Callable[..., Any]) -> Callable[..., None]:
     reads the attribute names, the PyTorch adapter's mapping and spec files from it."""
 
     def __init__(self: KernelModule, *args: Any, **kwargs: Any) -> None:
-        try:  # a wrong call names the module, as a written-out constructor would
-            bound = signature.bind(self, *args, **kwargs)
-        except TypeError as error:
-            raise TypeError(f"{type(self).__name__}(): {error}") from None
-        self._setup(create(self.ndim, *bound.args[1:], **bound.kwargs))
+        try:
+            spec = create(self.ndim, *args, **kwargs)
+        except TypeError:
+            try:  # a wrong call names the module, as a written-out constructor would
+                signature.bind(self, *args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{type(self).__name__}(): {error}") from None
+            raise
+        self._setup(spec)
 
     _, *arguments = inspect.signature(create).parameters.values()
     this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
