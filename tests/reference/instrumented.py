@@ -1054,82 +1054,11 @@ def linear_counts(input_shape, out_features, bias, batch, seed=0):
 
 
 def batchnorm_counts(input_shape, affine, batch, seed=0, eps=1e-5):
-    """Instrumented training-mode BatchNorm (biased variance, no running statistics).
-    Random draws, in order: x (N, C, *spatial), gamma, beta (when affine), gy.
-    backward_weight / backward_bias are None without affine.  All count dicts carry
-    every key of COUNT_KEYS."""
-    channels, spatial = _split_shape(input_shape)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, channels) + spatial)
-    gamma = rng.standard_normal(channels) if affine else None
-    beta = rng.standard_normal(channels) if affine else None
-    gy = rng.standard_normal(x.shape)
-    X, GY = _wrap(x), _wrap(gy)
-    G = _wrap(gamma) if affine else None
-    Bt = _wrap(beta) if affine else None
-    positions = [(n,) + sp for n in range(batch) for sp in np.ndindex(*spatial)]
-
-    Y = _empty(x.shape)
-    saved = {}
-    with counting() as c_fwd:
-        for c in range(channels):
-            idxs = [(p[0], c) + p[1:] for p in positions]
-            m = len(idxs)
-            mean = _csum(X[i] for i in idxs) / m
-            cen = [X[i] - mean for i in idxs]
-            var = _csum(cv * cv for cv in cen) / m
-            inv = 1.0 / c_sqrt(var + eps)
-            xhat = [cv * inv for cv in cen]
-            for i, xh in zip(idxs, xhat):
-                Y[i] = xh * G[c] + Bt[c] if affine else xh
-            saved[c] = (idxs, xhat, inv)
-
-    GX = _empty(x.shape)
-    with counting() as c_bin:
-        for c in range(channels):
-            idxs, xhat, inv = saved[c]
-            m = len(idxs)
-            gxhat = [GY[i] * G[c] for i in idxs] if affine else [GY[i] for i in idxs]
-            s1 = _csum(gxhat)
-            s2 = _csum(gh * xh for gh, xh in zip(gxhat, xhat))
-            coef = inv / m
-            for i, gh, xh in zip(idxs, gxhat, xhat):
-                GX[i] = coef * ((m * gh - s1) - xh * s2)
-
-    result = {
-        "output_shape": (channels,) + spatial,
-        "forward": c_fwd.as_dict(),
-        "backward_input": c_bin.as_dict(),
-        "backward_weight": None,
-        "backward_bias": None,
-    }
-    values = {
-        "x": x,
-        "gamma": gamma,
-        "beta": beta,
-        "gy": gy,
-        "y": _to_float(Y),
-        "gx": _to_float(GX),
-        "gw": None,
-        "gb": None,
-    }
-    if affine:
-        GW = _empty((channels,))
-        with counting() as c_bw:
-            for c in range(channels):
-                idxs, xhat, _ = saved[c]
-                GW[c] = _csum(GY[i] * xh for i, xh in zip(idxs, xhat))
-        GB = _empty((channels,))
-        with counting() as c_bb:
-            for c in range(channels):
-                idxs, _, _ = saved[c]
-                GB[c] = _csum(GY[i] for i in idxs)
-        result["backward_weight"] = c_bw.as_dict()
-        result["backward_bias"] = c_bb.as_dict()
-        values["gw"] = _to_float(GW)
-        values["gb"] = _to_float(GB)
-    result["values"] = values
-    return result
+    """Instrumented training-mode BatchNorm (biased variance, no running statistics): the
+    normalisation of a group per channel over the batch and spatial axes, with gamma and beta per
+    channel when affine (``normalization_counts``, same draws). backward_weight /
+    backward_bias are None without affine."""
+    return normalization_counts(input_shape, batch, "batch", affine, affine, seed=seed, eps=eps)
 
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
