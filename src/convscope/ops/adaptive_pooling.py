@@ -23,7 +23,7 @@ from ..kernels import pool as kernels
 from ..module import Module
 from .base import RANKS, Op, no_macs, no_params, not_a_convolution, rank_class, rank_function
 from .pooling import POOL_OPTIONS, build_avg, build_max
-from .windowed import PoolingModule, PoolPasses, check_grad, check_x, pool_calls, window_cost
+from .windowed import PoolingModule, PoolPasses, check_grad, pool_calls, window_cost
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -120,9 +120,9 @@ class AdaptivePoolSpec(Op):
 # -- functional forward and backward --------------------------------------------------------
 
 
-def adaptive_forward(spec: AdaptivePoolSpec, x: np.ndarray) -> tuple[np.ndarray, Any]:
-    """The pooled ``x`` and what the backward needs (the windows, and the arg-max for max)."""
-    x, out = check_x(x, spec)
+def adaptive_forward(spec: AdaptivePoolSpec, x: np.ndarray, out: Shape) -> tuple[np.ndarray, Any]:
+    """The pooled ``x`` (checked, of output shape ``out``) and what the backward needs (the
+    windows, and the arg-max for max)."""
     axes = kernels.adaptive_axes(x, out)
     if spec.mode == "max":
         y, flat = kernels.adaptive_max_forward(x, axes)
@@ -131,10 +131,10 @@ def adaptive_forward(spec: AdaptivePoolSpec, x: np.ndarray) -> tuple[np.ndarray,
 
 
 def adaptive_backward(
-    spec: AdaptivePoolSpec, grad_out: Any, x: np.ndarray, saved: Any
+    spec: AdaptivePoolSpec, grad_out: Any, x: np.ndarray, out: Shape, saved: Any
 ) -> np.ndarray:
     """The gradient w.r.t. ``x``, given what ``adaptive_forward`` kept."""
-    g = check_grad(grad_out, x, (x.shape[0], *spec.output_shape(x.shape[1:])), spec)
+    g = check_grad(grad_out, x, out, spec)
     axes, flat = saved
     if spec.mode == "max":
         return kernels.adaptive_max_backward(x, flat, g, axes)

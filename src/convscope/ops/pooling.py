@@ -35,7 +35,6 @@ from .windowed import (
     PoolingModule,
     PoolPasses,
     check_grad,
-    check_x,
     pool_calls,
     sliding_windows,
     window_cost,
@@ -251,17 +250,19 @@ class PoolSpec(Op):
 # -- functional forward and backward --------------------------------------------------------
 
 
-def pool_forward(spec: PoolSpec, x: np.ndarray) -> tuple[np.ndarray, Any]:
-    """The pooled ``x`` and what the backward needs (a max pool's arg-max)."""
-    x, out = check_x(x, spec)
+def pool_forward(spec: PoolSpec, x: np.ndarray, out: Shape) -> tuple[np.ndarray, Any]:
+    """The pooled ``x`` (checked, of output shape ``out``) and what the backward needs (a max
+    pool's arg-max)."""
     if spec.mode == "max":
         return kernels.max_forward(spec, x, out)
     return kernels.avg_forward(spec, x, out), None
 
 
-def pool_backward(spec: PoolSpec, grad_out: Any, x: np.ndarray, saved: Any) -> np.ndarray:
+def pool_backward(
+    spec: PoolSpec, grad_out: Any, x: np.ndarray, out: Shape, saved: Any
+) -> np.ndarray:
     """The gradient w.r.t. ``x``, given what ``pool_forward`` kept."""
-    g = check_grad(grad_out, x, (x.shape[0], *spec.output_shape(x.shape[1:])), spec)
+    g = check_grad(grad_out, x, out, spec)
     if spec.mode == "max":
         return kernels.max_backward(spec, x, saved, g)
     return kernels.avg_backward(spec, x, g)

@@ -484,20 +484,21 @@ def check_grad(grad_out: Any, x: np.ndarray, out_shape: Shape, spec: Any) -> np.
 
 @dataclass(frozen=True)
 class PoolPasses:
-    """A pool family's passes: ``forward`` (spec, x) → (the output, what the backward needs)
-    and ``backward`` (spec, grad_out, x, what the forward kept) → the gradient w.r.t. x."""
+    """A pool family's passes on an input that ``check_x`` checked once, with its output shape
+    ``out``: ``forward`` (spec, x, out) → (the output, what the backward needs) and ``backward``
+    (spec, grad_out, x, out, what the forward kept) → the gradient w.r.t. x."""
 
-    forward: Callable[[Any, np.ndarray], tuple[np.ndarray, Any]]
-    backward: Callable[[Any, Any, np.ndarray, Any], np.ndarray]
+    forward: Callable[[Any, np.ndarray, Shape], tuple[np.ndarray, Any]]
+    backward: Callable[[Any, Any, np.ndarray, Shape, Any], np.ndarray]
 
     def pooled(self, spec: Any, x: Any) -> np.ndarray:
         """``x`` pooled by ``spec``."""
-        return self.forward(spec, x)[0]
+        return self.forward(spec, *check_x(x, spec))[0]
 
     def gradient(self, spec: Any, grad_out: Any, x: Any) -> np.ndarray:
         """The gradient w.r.t. ``x`` of pooling it by ``spec``, from the forward pass run again."""
-        x = check_x(x, spec)[0]
-        return self.backward(spec, grad_out, x, self.forward(spec, x)[1])
+        x, out = check_x(x, spec)
+        return self.backward(spec, grad_out, x, out, self.forward(spec, x, out)[1])
 
 
 class PoolingModule(Module):
@@ -509,15 +510,15 @@ class PoolingModule(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Pools ``x`` (N, C, *spatial) and keeps what backward needs."""
-        x = check_x(x, self.spec)[0]
-        y, saved = self.passes.forward(self.spec, x)
-        self.save_for_backward(x, saved)
+        x, out = check_x(x, self.spec)
+        y, saved = self.passes.forward(self.spec, x, out)
+        self.save_for_backward(x, out, saved)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         """The gradient w.r.t. the last forward's input (a pool has no parameters)."""
-        x, saved = self.saved()
-        return self.passes.backward(self.spec, grad_out, x, saved)
+        x, out, saved = self.saved()
+        return self.passes.backward(self.spec, grad_out, x, out, saved)
 
 
 def pool_calls(prefix: str, rule: Callable[[int, str], Any]) -> dict[str, Any]:
