@@ -11,7 +11,7 @@ its rules; an option fills the constructor argument of PyTorch's name.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +212,3 @@ def per_axis_rank(kind: LayerKind, values: Mapping[str, Any]) -> int | None:
         if o.per_axis and isinstance(values.get(o.dest), tuple)
     ]
     return max(lengths, default=None)
-
-
-def known_words(kinds: Iterable[LayerKind]) -> str:
-    return ", ".join(k.name for k in kinds)

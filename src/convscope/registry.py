@@ -158,6 +158,7 @@ def register(family: Family) -> Family:
     if problems:
         raise TypeError(f"operation family {family.name!r} is incomplete: {'; '.join(problems)}")
     _FAMILIES[family.name] = family
+    _TABLES.clear()
     return family
 
 
@@ -241,51 +242,61 @@ def family_of(spec: Op | type[Op]) -> Family:
     raise ConvScopeError(f"{cls.__name__} belongs to no registered operation family")
 
 
-def _merged(faces: Sequence[Mapping[str, Any] | NotSupported], what: str) -> dict[str, Any]:
+#: The merged tables, built once per registry state (``register`` clears them): the adapter
+#: and spec files look one up per layer.
+_TABLES: dict[str, dict[str, Any]] = {}
+
+
+def _merged(
+    what: str, face: Callable[[Family], Mapping[str, Any] | NotSupported]
+) -> dict[str, Any]:
+    """``face`` of every family in one table; a name declared by two families is an error."""
+    if what in _TABLES:
+        return _TABLES[what]
     out: dict[str, Any] = {}
-    for face in faces:
-        if isinstance(face, Mapping):
-            clash = set(out) & set(face)
-            if clash:
-                raise TypeError(f"{what} {sorted(clash)} declared by two families")
-            out.update(face)
+    for face_of_family in map(face, families()):
+        if not isinstance(face_of_family, Mapping):
+            continue
+        clash = set(out) & set(face_of_family)
+        if clash:
+            raise TypeError(f"{what} {sorted(clash)} declared by two families")
+        out.update(face_of_family)
+    _TABLES[what] = out
     return out
 
 
 def modules() -> dict[str, type[Module]]:
     """Every ``nn`` layer class, by its public name."""
-    return _merged([f.modules for f in families()], "nn names")
+    return _merged("nn names", lambda f: f.modules)
 
 
 def functional() -> dict[str, Callable[..., Any]]:
     """Every forward and backward function of the engine, by its public name."""
-    return _merged([f.functional for f in families()], "functional names")
+    return _merged("functional names", lambda f: f.functional)
 
 
 def spec_file_layers() -> dict[str, SpecFileLayer]:
     """Every layer key a spec file may use."""
-    return _merged([f.spec_file for f in families()], "spec-file keys")
+    return _merged("spec-file keys", lambda f: f.spec_file)
 
 
 def torch_modules() -> dict[str, ModuleRule]:
     """Every torch.nn class name the adapter maps, with its rule."""
-    return _merged(
-        [f.torch.modules for f in families() if isinstance(f.torch, TorchMapping)],
-        "torch.nn classes",
-    )
+    return _merged("torch.nn classes", lambda f: _rules(f, "modules"))
 
 
 def torch_functions() -> dict[str, CallRule]:
     """Every traced function path or Tensor method the adapter maps, with its rule."""
-    return _merged(
-        [f.torch.functions for f in families() if isinstance(f.torch, TorchMapping)],
-        "torch functions",
-    )
+    return _merged("torch functions", lambda f: _rules(f, "functions"))
+
+
+def _rules(family: Family, kind: str) -> Mapping[str, Any] | NotSupported:
+    return getattr(family.torch, kind) if isinstance(family.torch, TorchMapping) else family.torch
 
 
 def layer_kinds() -> dict[str, LayerKind]:
     """Every layer kind of the grammar, by name."""
-    return {kind.name: kind for f in families() for kind in f.kinds}
+    return _merged("layer kinds", lambda f: {kind.name: kind for kind in f.kinds})
 
 
 def export(
