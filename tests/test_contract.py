@@ -174,13 +174,20 @@ def check_counts_vs_reference(case: Case) -> None:
                     assert getattr(mine, key) == value, (mode, part, key, mine, counted)
 
 
-def check_backward_vs_finite_differences(case: Case) -> None:
-    ours, _ = prepared(case)
+def engine_pass(case: Case):
+    """One forward and backward of the engine: the objects, the inputs, the forward, its output,
+    the upstream gradient and the input and parameter gradients."""
+    ours, twin = prepared(case)
     xs = inputs(case)
     forward, backward = run_ours(case, ours, xs)
     y = forward(xs)
     g = np.random.default_rng(2).standard_normal(y.shape)
     grads, param_grads = backward(g)
+    return ours, twin, xs, forward, y, g, grads, param_grads
+
+
+def check_backward_vs_finite_differences(case: Case) -> None:
+    ours, _, xs, forward, _, g, grads, param_grads = engine_pass(case)
 
     def loss() -> float:
         return float(np.sum(forward(xs) * g))
@@ -197,23 +204,17 @@ def check_backward_vs_finite_differences(case: Case) -> None:
             out[index] = (up - down) / 2e-6
         return out
 
-    for x, grad in zip(xs, grads):
-        expected = numeric(x)
-        assert np.max(np.abs(grad - expected)) <= 1e-6 * max(1.0, np.max(np.abs(expected)))
+    pairs = [("input", grad, x) for x, grad in zip(xs, grads)]
     if isinstance(ours, Module):
-        for name, p in ours.named_parameters():
-            expected = numeric(p.data)
-            error = np.max(np.abs(param_grads[name] - expected))
-            assert error <= 1e-6 * max(1.0, np.max(np.abs(expected))), name
+        pairs += [(name, param_grads[name], p.data) for name, p in ours.named_parameters()]
+    for name, grad, array in pairs:
+        expected = numeric(array)
+        error = np.max(np.abs(grad - expected))
+        assert error <= 1e-6 * max(1.0, np.max(np.abs(expected))), name
 
 
 def check_backward_vs_autograd(case: Case) -> None:
-    ours, twin = prepared(case)
-    xs = inputs(case)
-    forward, backward = run_ours(case, ours, xs)
-    y = forward(xs)
-    g = np.random.default_rng(2).standard_normal(y.shape)
-    grads, param_grads = backward(g)
+    ours, twin, xs, _, y, g, grads, param_grads = engine_pass(case)
     tensors = [torch.tensor(x, requires_grad=True) for x in xs]
     y_torch = twin(*tensors)
     y_torch.backward(torch.tensor(g))
