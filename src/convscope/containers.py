@@ -55,12 +55,7 @@ class Container(Module):
         return iter(self._members())
 
     def params(self) -> ParamCount:
-        counts = [m.params() for _, m in self._members()]
-        return ParamCount(
-            sum(c.weights for c in counts),
-            sum(c.biases for c in counts),
-            sum(c.buffers for c in counts),
-        )
+        return sum((m.params() for _, m in self._members()), ParamCount())
 
     def explain(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
         raise ConvScopeError(f"{type(self).__name__} has no single derivation; explain its layers")
@@ -254,15 +249,81 @@ class OpaqueSpec(Op):
         return field.as_unknown()
 
 
+@dataclass(frozen=True)
+class RegroupSpec(Op):
+    """Values of a traced model moved across its batch axis (windows, heads or tokens made
+    leading, and back): each output entry is one input entry, so there is no arithmetic and
+    each entry keeps its receptive field. Only a graph has it: per sample it has no shape
+    rule, the run gives its output shape."""
+
+    call: str
+    shape: Shape
+
+    name = "Regroup"
+    _positional: ClassVar = ("call",)
+    _hidden: ClassVar = ("shape",)
+
+    def _check_input(self, input_shape: object) -> object:
+        return input_shape
+
+    def _shape(self, input_shape: object, w: Working) -> Shape:
+        w.section("Output shape")
+        w.note(f"{self.call} regroups the batch axis; per sample: {shape_text(self.shape)}.")
+        return tuple(self.shape)
+
+    def _cost(
+        self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        w.section("Cost")
+        w.note("Values only move: no arithmetic.")
+        return Cost(OpCount(), OpCount())
+
+    _params = no_params
+    _macs = no_macs
+    linear_map = not_linear("regroups the batch axis, which a per-sample map cannot")
+
+    def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
+        """Each output entry is one input entry and keeps its field."""
+        return field
+
+
+@dataclass(frozen=True)
+class ParamsRow:
+    """Parameters or buffers of a traced model that no counted or listed operation read (an
+    unused layer, a tensor read only to build a constant): still the model's, so still in
+    its totals, on a row of their own."""
+
+    name: str
+    count: ParamCount
+
+
 class Node(Module):
-    """One step of a Graph: an operation (its spec) applied to the outputs of earlier steps."""
+    """One step of a Graph: an operation (its spec) applied to the outputs of earlier steps.
+
+    ``params`` (from a traced model) are the parameters and buffers the step reads first, which
+    replace the spec's own count: a tensor shared by several steps belongs to the first.
+    ``repeat`` is how many times the step runs per sample (a traced batch axis regrouped into
+    windows or heads), the spec's shapes being those of one run."""
 
     spec_attributes = False
 
-    def __init__(self, spec: Op, inputs: Sequence[str], kind: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: Op,
+        inputs: Sequence[str],
+        kind: str | None = None,
+        params: ParamCount | None = None,
+        repeat: int = 1,
+    ) -> None:
         self.spec = spec
         self.inputs = list(inputs)
         self.kind = kind or getattr(spec, "name", type(spec).__name__)
+        self.own_params = params
+        self.repeat = repeat
+
+    def params(self) -> ParamCount:
+        """The step's parameters: those it was found to read, or else its spec's."""
+        return self.own_params if self.own_params is not None else self.spec.params()
 
     def input_shape(self, shapes: dict[str, Shape]) -> Shape | list[Shape]:
         """This step's input shape (a list of shapes for several inputs)."""
@@ -283,10 +344,14 @@ class Graph(Container):
         output: str,
         input_name: str = "input",
         unsupported: Sequence[str] = (),
+        params: Sequence[ParamsRow] = (),
+        method: str | None = None,
     ) -> None:
         self.nodes = dict(nodes)
         self.output, self.input_name = output, input_name
         self.unsupported = list(unsupported)
+        self.extra_params = list(params)
+        self.method = method
         known = {input_name}
         for name, node in self.nodes.items():
             missing = [i for i in node.inputs if i not in known]
@@ -298,6 +363,9 @@ class Graph(Container):
 
     def _members(self) -> list[tuple[str, Module]]:
         return list(self.nodes.items())
+
+    def params(self) -> ParamCount:
+        return sum((row.count for row in self.extra_params), super().params())
 
     def shapes(self, input_shape: Sequence[int]) -> dict[str, Shape]:
         """Every step's output shape."""
@@ -311,7 +379,9 @@ class Graph(Container):
 
     def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
         shapes = self.shapes(input_shape)
-        return sum(n.spec.macs(n.input_shape(shapes), batch) for n in self.nodes.values())
+        return sum(
+            n.spec.macs(n.input_shape(shapes), batch * n.repeat) for n in self.nodes.values()
+        )
 
     def fork_costs(self, shapes: Mapping[str, Shape], batch: int) -> dict[str, OpCount]:
         """The gradient sums of outputs read by several steps, keyed by the step that pays:
@@ -331,11 +401,14 @@ class Graph(Container):
                     if name in self.nodes
                     else next(step for step, n in self.nodes.items() if name in n.inputs)
                 )
-                forks[payer] = fork_cost(shapes[name], batch, k).backward_input
+                runs = self.nodes[name].repeat if name in self.nodes else 1
+                forks[payer] = fork_cost(shapes[name], batch * runs, k).backward_input
         return forks
 
     def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:
         shapes = self.shapes(input_shape)
-        costs = [n.spec.cost(n.input_shape(shapes), batch, count) for n in self.nodes.values()]
+        costs = [
+            n.spec.cost(n.input_shape(shapes), batch * n.repeat, count) for n in self.nodes.values()
+        ]
         forks = [Cost(OpCount(), fork) for fork in self.fork_costs(shapes, batch).values()]
         return add_costs(costs + forks)

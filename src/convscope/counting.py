@@ -76,7 +76,16 @@ class ParamCount:
     weights: int = 0
     biases: int = 0
     buffers: int = 0
+    frozen: int = 0  # parameters (weights or biases) that do not require a gradient
 
     @property
     def params(self) -> int:
         return self.weights + self.biases
+
+    def __add__(self, other: ParamCount) -> ParamCount:
+        return ParamCount(
+            self.weights + other.weights,
+            self.biases + other.biases,
+            self.buffers + other.buffers,
+            self.frozen + other.frozen,
+        )

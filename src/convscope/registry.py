@@ -55,10 +55,20 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class Constant:
+    """A tensor operand of a traced call that is not computed from the input: a parameter or
+    buffer, or a tensor built from them (full shape, no batch axis); ``reads`` names them."""
+
+    shape: Shape
+    reads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TorchCall:
     """One traced call as the adapter hands it to a family, without torch: tensor operands
-    computed from the input are ``Tensor`` placeholders, in ``operands`` in order, and the
-    arguments after the first operand are in ``args`` and ``kwargs``."""
+    computed from the input are ``Tensor`` placeholders, in ``operands`` in order, other
+    tensors (parameters) ``Constant`` placeholders, and the arguments after the first operand
+    are in ``args`` and ``kwargs``."""
 
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
@@ -97,7 +107,16 @@ def mirror(cls: type[Module], **convert: Callable[[Any], Any]) -> ModuleRule:
     ours = inspect.signature(cls.__init__).parameters
 
     def rule(module: Any) -> Op:
-        theirs = inspect.signature(type(module).__init__).parameters
+        # a subclass (timm's, a user's) is read through the torch.nn class it extends
+        base = next(
+            (
+                c
+                for c in type(module).__mro__
+                if c.__name__ == cls.__name__ and "torch" in c.__module__
+            ),
+            type(module),
+        )
+        theirs = inspect.signature(base.__init__).parameters
         kwargs = {}
         for name, param in theirs.items():
             if name in ("self", "device", "dtype") or param.kind in (

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .containers import Concat, Container, Graph, Residual, Sequential, add_costs, fork_cost
-from .counting import COUNT_MODES, Cost, OpCount
+from .counting import COUNT_MODES, Cost, OpCount, ParamCount
 from .errors import ConvScopeError
 from .explain import Explanation
 from .geometry import Shape, check_batch
@@ -38,6 +38,8 @@ class LayerRow:
     field: Field | None
     container: bool = False
     explanation: Explanation | None = None
+    repeat: int = 1  # runs per sample (a traced batch axis regrouped into windows or heads)
+    frozen: int = 0  # parameters that do not require a gradient
 
     @property
     def backward_weight(self) -> OpCount:
@@ -46,7 +48,9 @@ class LayerRow:
         return sum(parts[1:], parts[0]) if parts else OpCount()
 
     def to_dict(self, batch: int | None) -> dict[str, Any]:
-        shape = [batch, *self.output_shape] if batch is not None else list(self.output_shape)
+        shape = list(self.output_shape)
+        if batch is not None or self.repeat != 1:
+            shape = [self.repeat * (batch or 1), *shape]
         out: dict[str, Any] = {
             "name": self.name,
             "type": self.kind,
@@ -94,6 +98,7 @@ class Report:
     layers: list[LayerRow] = field(default_factory=list)
     itemsize: int = 4
     unsupported: list[str] = field(default_factory=list)
+    method: str | None = None  # how a PyTorch model was read
 
     def _leaves(self) -> list[LayerRow]:
         return [row for row in self.layers if not row.container]
@@ -104,8 +109,8 @@ class Report:
 
     @property
     def trainable_params(self) -> int:
-        """Weights and biases; running statistics are buffers, not parameters."""
-        return self.total_params
+        """Weights and biases that require a gradient; running statistics are buffers."""
+        return self.total_params - sum(row.frozen for row in self._leaves())
 
     @property
     def total_buffers(self) -> int:
@@ -160,6 +165,7 @@ class Report:
             "param_bytes": self.param_bytes,
             "activation_bytes": self.activation_bytes,
             "unsupported": self.unsupported,
+            "method": self.method,
         }
 
     def shown(self, depth: int | None = None) -> list[LayerRow]:
@@ -197,12 +203,22 @@ class _Walker:
         self.batch, self.count, self.itemsize, self.explain = batch, count, itemsize, explain
         self.rows: list[LayerRow] = []
         self.unsupported: list[str] = []
+        self.method: str | None = None
 
     def leaf(
-        self, name: str, kind: str, depth: int, spec: Any, shape: Any, f: Field | None
+        self,
+        name: str,
+        kind: str,
+        depth: int,
+        spec: Any,
+        shape: Any,
+        f: Field | None,
+        params: ParamCount | None = None,
+        repeat: int = 1,
     ) -> tuple[Shape, Field | None]:
         out = spec.output_shape(shape)
-        params = spec.params()
+        params = params if params is not None else spec.params()
+        runs = self.batch * repeat
         row = LayerRow(
             name,
             kind,
@@ -210,14 +226,16 @@ class _Walker:
             out,
             params.params,
             params.buffers,
-            spec.macs(shape, self.batch),
-            spec.cost(shape, self.batch, self.count),
-            self.batch * int(np.prod(out)) * self.itemsize,
+            spec.macs(shape, runs),
+            spec.cost(shape, runs, self.count),
+            runs * int(np.prod(out)) * self.itemsize,
             None,
+            repeat=repeat,
+            frozen=params.frozen,
         )
         row.field = _next_field(spec, shape, out, f)
         if self.explain:
-            row.explanation = spec.explain(shape, self.batch, self.count)
+            row.explanation = spec.explain(shape, runs, self.count)
         self.rows.append(row)
         return out, row.field
 
@@ -286,6 +304,7 @@ class _Walker:
             sum(r.activation_bytes for r in inner),
             out_field,
             container=True,
+            frozen=sum(r.frozen for r in inner),
         )
         return out, out_field
 
@@ -302,16 +321,44 @@ class _Walker:
             start = in_fields[0]
             for other in in_fields[1:]:
                 start = start.merge(other) if start is not None and other is not None else None
-            out, _ = self.leaf(prefix + name, node.kind, depth, node.spec, given, None)
+            out, _ = self.leaf(
+                prefix + name,
+                node.kind,
+                depth,
+                node.spec,
+                given,
+                None,
+                node.own_params,
+                node.repeat,
+            )
             row = self.rows[-1]
             row.field = start if len(node.inputs) > 1 else _next_field(node.spec, given, out, start)
+            if node.repeat != 1 and row.field is not None and row.field.global_:
+                row.field = row.field.as_unknown()  # global over one group (window), not the input
             shapes[name], fields[name] = out, row.field
             rows[name] = row
+        for extra in graph.extra_params:
+            self.rows.append(
+                LayerRow(
+                    prefix + extra.name,
+                    "parameters read by no operation",
+                    depth,
+                    (),
+                    extra.count.params,
+                    extra.count.buffers,
+                    0,
+                    Cost(OpCount(), OpCount()),
+                    0,
+                    None,
+                    frozen=extra.count.frozen,
+                )
+            )
         # an output read by k later steps receives the sum of k gradients: k − 1 additions
         for name, fork in graph.fork_costs(shapes, self.batch).items():
             row = rows[name]
             row.cost = replace(row.cost, backward_input=row.cost.backward_input + fork)
         self.unsupported += graph.unsupported
+        self.method = self.method or graph.method
         return shapes[graph.output], fields[graph.output]
 
     def join(
@@ -381,4 +428,6 @@ def summary(
     walker = _Walker(check_batch(batch), count, itemsize, explain)
     spatial = len(shape) - 1
     walker.walk(module, "", 0, shape, Field.identity(spatial) if spatial >= 1 else None)
-    return Report(label, shape, batch, count, walker.rows, itemsize, walker.unsupported)
+    return Report(
+        label, shape, batch, count, walker.rows, itemsize, walker.unsupported, walker.method
+    )

@@ -1,400 +1,568 @@
-"""PyTorch models as convscope graphs: traced with torch.fx, shapes propagated on fake tensors
-(no weights read, no arithmetic run), and every traced operation mapped to a convscope spec by
-the rules the operation families declare (``convscope.registry``). An operation without a rule
-is listed in ``Graph.unsupported``, never counted as zero."""
+"""PyTorch models as convscope graphs.
+
+The model runs once, in eval mode, on tensors that have shapes but no values (the meta device,
+or fake tensors where a model mixes devices): no weight is read and no arithmetic is done. Each
+call is recorded with its shapes as it happens, so whatever Python the forward runs (shape
+checks, padding computed from the input size) simply runs. A torch.nn layer is recognised by its
+nearest ``torch.nn`` base; every other torch call is mapped by the rules the operation families
+declare (``convscope.registry``). A call without a rule is listed in ``Graph.unsupported``,
+never counted as zero, and every parameter and buffer is attributed to the row that reads it,
+or shown in a row of its own: totals always equal the model's own tensors.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib
-import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx
 import torch.nn as tnn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from .. import registry
-from ..containers import Graph, Node, OpaqueSpec
+from ..containers import Graph, Node, OpaqueSpec, ParamsRow, RegroupSpec
+from ..counting import ParamCount
 from ..errors import ConvScopeError
 from ..geometry import Shape, check_sizes
 from ..ops.base import Op
 from ..ops.structural import SliceSpec, batch_free_dim
 
-TRACE_BATCH = 2  # the batch of the traced input: 2 tells the batch axis from a size-1 axis
+#: The batch of the recorded run: a per-sample count without dividing, and a leading axis of
+#: any other size marks a tensor whose batch axis was regrouped (windows, heads, tokens first).
+RUN_BATCH = 1
+
+#: Calls whose result is a tuple of parts of one tensor: each part becomes a slice.
+_PARTS = ("torch.chunk", "torch.split", "Tensor.chunk", "Tensor.split")
+#: Calls that only move values; where no exact structural rule fits (the batch axis regrouped),
+#: they become a RegroupSpec: no arithmetic, receptive field unknown.
+_MOVES = (
+    "Tensor.view",
+    "Tensor.reshape",
+    "torch.reshape",
+    "Tensor.permute",
+    "torch.permute",
+    "Tensor.transpose",
+    "torch.transpose",
+    "Tensor.flatten",
+    "torch.flatten",
+    "Tensor.unflatten",
+    "Tensor.squeeze",
+    "Tensor.unsqueeze",
+    "torch.squeeze",
+    "torch.unsqueeze",
+    "Tensor.contiguous",
+    "Tensor.expand",
+    "Tensor.expand_as",
+    "Tensor.__getitem__",
+    "Tensor.unbind",
+    "torch.unbind",
+    "Tensor.roll",
+    "torch.roll",
+    "Tensor.repeat",
+    "Tensor.narrow",
+    "torch.narrow",
+    "Tensor.select",
+    "torch.stack",
+    "torch.cat",
+    "torch.concat",
+    "Tensor.type_as",
+    "Tensor.to",
+    "Tensor.float",
+    "Tensor.clone",
+    "Tensor.detach",
+)
+#: Calls whose result depends on the input's shape only, never on its values.
+_SHAPE_ONLY = (
+    "torch.zeros_like",
+    "torch.ones_like",
+    "torch.empty_like",
+    "torch.full_like",
+    "Tensor.new_zeros",
+    "Tensor.new_ones",
+    "Tensor.new_empty",
+    "Tensor.new_full",
+    "Tensor.new_tensor",
+)
 
 
 def from_torch(module: tnn.Module, input_shape: Sequence[int] | None = None) -> Graph:
     """The module as a Graph of convscope specs, for inputs of ``input_shape`` (channel-first,
-    without the batch), which the tracing needs to resolve reshapes."""
+    without the batch). The model runs once on shape-only tensors, in eval mode."""
     if not isinstance(module, tnn.Module):
         raise ConvScopeError(f"from_torch takes a torch.nn.Module, got {type(module).__name__}")
     if input_shape is None:
         raise ConvScopeError(
             f"from_torch needs the input shape of {type(module).__name__} (channel-first, "
-            "without the batch, e.g. (3, 224, 224)) to trace it"
+            "without the batch, e.g. (3, 224, 224)) to run it"
         )
     shape = check_sizes(input_shape, "from_torch")
-    try:
-        gm = torch.fx.symbolic_trace(module)
-    except Exception as error:
-        raise ConvScopeError(
-            f"torch.fx cannot trace {type(module).__name__}: {type(error).__name__}: {error}"
-        ) from error
-    values = _propagate(gm, shape)
-    return _Builder(gm, values).build()
+    error: BaseException | None = None
+    for device in ("meta", "fake"):  # meta is fastest; fake tensors also mix with CPU ones
+        try:
+            return _Recorder(module, shape, device).run()
+        except _ModelFailed as failed:
+            error = failed.__cause__
+    assert error is not None
+    why = f"{type(error).__name__}: {error}"
+    if "DataDependent" in type(error).__name__:
+        why = "its forward branches on the values of a tensor, which a shape-only run has not"
+    raise ConvScopeError(
+        f"{type(module).__name__} fails on an input of shape {(RUN_BATCH, *shape)}: {why}"
+    ) from error
 
 
-def _propagate(gm: torch.fx.GraphModule, shape: Shape) -> dict[torch.fx.Node, Any]:
-    """Every node's result on a fake input: tensors as their shapes, tuples of tensors as
-    tuples of shapes, anything else as is."""
-    first = next(iter([*gm.parameters(), *gm.buffers()]), None)
-    device = first.device if first is not None else torch.device("cpu")
-    values: dict[torch.fx.Node, Any] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            result = super().run_node(n)
-            values[n] = _shapes_of(result)
-            return result
-
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len([n for n in placeholders if not n.args]) > 1:
-        names = ", ".join(n.target for n in placeholders)
-        raise ConvScopeError(f"from_torch analyses models of one input; forward takes {names}")
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            Recorder(gm).run(torch.empty((TRACE_BATCH, *shape), device=device))
-    except Exception as error:
-        raise ConvScopeError(
-            f"{type(gm).__name__} fails on an input of shape {(TRACE_BATCH, *shape)}: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    return values
+class _ModelFailed(Exception):
+    """The model's own forward raised on shape-only tensors."""
 
 
-class _Shape(tuple):
-    """A traced tensor's shape, batch included (unlike a torch.Size, which is a value)."""
-
-
-def _shapes_of(result: Any) -> Any:
-    if isinstance(result, torch.Tensor):
-        return _Shape(int(v) for v in result.shape)
-    if isinstance(result, (tuple, list)) and any(isinstance(r, torch.Tensor) for r in result):
-        return tuple(_shapes_of(r) for r in result)
-    return result
-
-
-@dataclass(frozen=True)
-class _Parts:
-    """The pieces of a chunk or split: slices [start, stop) of ``step`` along ``dim``."""
-
-    step: str
-    dim: int
-    bounds: tuple[tuple[int, int], ...]
-
-
-@dataclass(frozen=True)
-class _Constant:
-    """A tensor that is not computed from the input (a parameter or buffer read directly)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class _Opaque:
-    """The tuple result of an unsupported operation (already listed), read by getitem."""
-
-    inputs: tuple[str, ...]
-
-
-_Unsupported = registry.Unsupported
-
-#: Calls whose result is a tuple of parts of one tensor, read by getitem: tracing plumbing.
-_PARTS = ("torch.chunk", "torch.split", "Tensor.chunk", "Tensor.split")
+class _RecorderError(Exception):
+    """convscope's own recording failed (a bug, never the model's): raised as it is."""
 
 
 def _target(path: str) -> Any:
-    """The object a dotted path names (``torch.nn.functional.relu``), or the method name of a
-    ``Tensor.NAME`` path; None when this torch has no such object."""
+    """The object a dotted path names (``torch.nn.functional.relu``, ``Tensor.view``), or None
+    when this torch has no such object."""
     if path.startswith("Tensor."):
-        return path.removeprefix("Tensor.")
+        return getattr(torch.Tensor, path.removeprefix("Tensor."), None)
     module, _, name = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        parent, _, child = module.rpartition(".")
-        try:
-            return getattr(getattr(importlib.import_module(parent), child), name)
-        except (ImportError, AttributeError):
-            return None
+        return None
+
+
+def _objects(paths: Sequence[str]) -> dict[Any, str]:
+    found = {}
+    for path in paths:
+        target = _target(path)
+        if target is not None:
+            found.setdefault(target, path)
+    return found
 
 
 @functools.cache
-def _call_rules() -> dict[Any, registry.CallRule]:
-    """Every traced call the families map, keyed by function object or method name."""
-    rules = {_target(path): rule for path, rule in registry.torch_functions().items()}
-    rules.pop(None, None)
-    return rules
+def _tables() -> tuple[dict[Any, tuple[str, registry.CallRule]], dict[Any, str], set, set]:
+    """Every call the families map, keyed by function object, with its path; the parts, moves
+    and shape-only calls."""
+    rules = {}
+    for path, rule in registry.torch_functions().items():
+        target = _target(path)
+        if target is not None:
+            rules.setdefault(target, (path, rule))
+    return rules, _objects(_PARTS), set(_objects(_MOVES)), set(_objects(_SHAPE_ONLY))
 
 
-@functools.cache
-def _parts_targets() -> set[Any]:
-    return {_target(path) for path in _PARTS} - {None}
+def _path(func: Any) -> str:
+    """A readable dotted name of a torch callable."""
+    owner = getattr(func, "__objclass__", None)
+    name = getattr(func, "__name__", repr(func))
+    if owner is not None and issubclass(owner, torch._C.TensorBase):
+        return f"Tensor.{name}"
+    module = getattr(func, "__module__", None) or "torch"
+    if module.startswith("torch._C"):
+        module = {"torch._C._nn": "torch.nn.functional"}.get(module, "torch")
+    qualname = getattr(func, "__qualname__", name)
+    return f"{module}.{qualname}".replace("_VariableFunctionsClass.", "")
 
 
-def _qualified(target: Any) -> str:
-    try:
-        name = torch.fx.node._get_qualified_name(target)
-    except Exception:
-        name = getattr(target, "__name__", repr(target))
-    return name.replace("_operator.", "operator.")
+def _torch_base(module: tnn.Module) -> tuple[str, registry.ModuleRule] | None:
+    """The nearest torch.nn class of a module that a family maps, unless a class below it
+    overrides how it computes (``forward``): then its calls are recorded one by one."""
+    rules = registry.torch_modules()
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn") and cls.__name__ in rules:
+            below = type(module).__mro__[: type(module).__mro__.index(cls)]
+            if any("forward" in c.__dict__ or "_conv_forward" in c.__dict__ for c in below):
+                return None
+            return cls.__name__, rules[cls.__name__]
+    return None
 
 
-class _Builder:
-    """Maps the traced nodes, in order, to graph steps."""
+class _Recorder(TorchFunctionMode):
+    """Runs the model once and records every call on tensors computed from the input."""
 
-    def __init__(self, gm: torch.fx.GraphModule, values: dict[torch.fx.Node, Any]) -> None:
-        self.gm, self.values = gm, values
-        self.modules = dict(gm.named_modules())
-        self.env: dict[torch.fx.Node, Any] = {}
+    def __init__(self, root: tnn.Module, shape: Shape, device: str) -> None:
+        super().__init__()
+        self.root, self.shape, self.device = root, shape, device
+        self.paths = {id(m): name for name, m in root.named_modules(remove_duplicate=False)}
         self.nodes: dict[str, Node] = {}
         self.shapes: dict[str, Shape] = {}
         self.unsupported: list[str] = []
-        self.input_name = "input"
+        self.steps: dict[int, str] = {}  # id of a tensor computed from the input → its step
+        self.constants: dict[int, frozenset[str]] = {}  # other tensors → tensors they read
+        self.keep: list[Any] = []  # every tensor seen, so that no id is reused
+        self.scope: list[str] = []  # the module paths being run
+        self.frames: list[Any] = []  # per module entered: (path, spec, kind), or None inside
+        self.inside = 0  # recognised layers being run
+        self.claimed: set[str] = set()
+        self.parts: set[str] = set()  # slices made for the parts of a chunk or split
 
-    # -- the walk -------------------------------------------------------------------------
-    def build(self) -> Graph:
-        output = None
-        for n in self.gm.graph.nodes:
-            if n.op == "placeholder":
-                if n.args:  # an argument with a default: a constant
-                    self.env[n] = None
-                    continue
-                self.input_name = n.name
-                self.env[n] = n.name
-                self.shapes[n.name] = self.values[n][1:]
-            elif n.op == "get_attr":
-                self.env[n] = _Constant(n.target)
-            elif n.op == "output":
-                output = self._output(n.args[0])
-            else:
-                self._call(n)
-        assert output is not None
-        return Graph(self.nodes, output, self.input_name, self.unsupported)
-
-    def _output(self, value: Any) -> str:
-        if isinstance(value, (tuple, list)) and value:
-            value = next((v for v in value if isinstance(self.env.get(v), str)), value[0])
-        if isinstance(value, dict) and value:
-            value = next(iter(value.values()))
-        found = self.env.get(value) if isinstance(value, torch.fx.Node) else None
-        if not isinstance(found, str):
-            raise ConvScopeError("the traced model returns no tensor computed from its input")
-        return found
-
-    def _label(self, n: torch.fx.Node) -> str:
-        if n.op == "call_module":
-            mod = self.modules[n.target]
-            return f"call_module {type(mod).__module__}.{type(mod).__qualname__} ('{n.target}')"
-        if n.op == "call_method":
-            return f"call_method Tensor.{n.target}"
-        return f"call_function {_qualified(n.target)}"
-
-    def _call(self, n: torch.fx.Node) -> None:
-        value = self.values.get(n)
-        if not _is_tensor_result(value) and not _is_tensors(value):
-            # sizes and Python arithmetic on them (x.size(0), h // 2): no tensor work
-            self.env[n] = None
-            return
-        if n.op == "call_function" and n.target is operator.getitem:
-            self._getitem(n)
-            return
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> Graph:
+        tensors, self.owners, self.sizes = self._tensors()
+        self.members: dict[str, list[str]] = {}  # module path → the tensors it holds
+        for name, owner in self.owners.items():
+            parts = name.split(".")
+            for k in range(len(parts)):
+                self.members.setdefault(".".join(parts[:k]), []).append(owner)
+        hooks, training = self._hooks(), {m: m.training for m in self.root.modules()}
+        self.root.eval()
         try:
-            if n.op == "call_module":
-                self._module(n)
-            elif n.target in _parts_targets():
-                self._split(n)
+            context = self._context()
+            with context:
+                x = torch.empty((RUN_BATCH, *self.shape), device=self._device())
+                self.keep.append(x)
+                self.steps[id(x)] = "input"
+                self.shapes["input"] = self.shape
+                try:
+                    with self:
+                        out = torch.func.functional_call(self.root, tensors, (x,), strict=False)
+                except (ConvScopeError, _RecorderError):
+                    raise
+                except Exception as error:
+                    raise _ModelFailed() from error
+        finally:
+            for handle in hooks:
+                handle.remove()
+            for m, flag in training.items():
+                m.training = flag
+        return self._graph(out)
+
+    def _context(self) -> Any:
+        if self.device == "meta":
+            return torch.device("meta")
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        return FakeTensorMode(allow_non_fake_inputs=True)
+
+    def _device(self) -> str:
+        if self.device == "meta":
+            return "meta"
+        first = next(iter([*self.root.parameters(), *self.root.buffers()]), None)
+        return "cpu" if first is None or first.is_meta else str(first.device)
+
+    def _tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, ParamCount]]:
+        """Shape-only stand-ins for the model's parameters and buffers, a tied tensor once,
+        each known by its first name."""
+        stand_ins: dict[int, torch.Tensor] = {}
+        names: dict[str, torch.Tensor] = {}
+        owners: dict[str, str] = {}  # every name → the first name of its tensor
+        sizes: dict[str, ParamCount] = {}
+        first: dict[int, str] = {}
+        kinds = [(n, t, "p") for n, t in self.root.named_parameters(remove_duplicate=False)]
+        kinds += [(n, t, "b") for n, t in self.root.named_buffers(remove_duplicate=False)]
+        for name, t, kind in kinds:
+            if id(t) not in stand_ins:
+                device = "meta" if self.device == "meta" else t.device
+                stand_ins[id(t)] = torch.empty(t.shape, dtype=t.dtype, device=device)
+                stand_ins[id(t)].requires_grad_(False)
+                first[id(t)] = name
+                n = t.numel()
+                trainable = kind == "p" and t.requires_grad
+                sizes[name] = ParamCount(
+                    weights=n if kind == "p" and not name.endswith("bias") else 0,
+                    biases=n if kind == "p" and name.endswith("bias") else 0,
+                    buffers=n if kind == "b" else 0,
+                    frozen=0 if trainable or kind == "b" else n,
+                )
+            names[name] = stand_ins[id(t)]
+            owners[name] = first[id(t)]
+            self.constants[id(stand_ins[id(t)])] = frozenset({first[id(t)]})
+        self.keep.extend(stand_ins.values())
+        return names, owners, sizes
+
+    def _hooks(self) -> list[Any]:
+        handles = []
+        for m in self.root.modules():
+            handles.append(m.register_forward_pre_hook(self._enter, with_kwargs=True))
+            handles.append(m.register_forward_hook(self._leave, with_kwargs=True, always_call=True))
+        return handles
+
+    # -- modules ----------------------------------------------------------------------------
+    def _enter(self, module: tnn.Module, args: tuple, kwargs: dict) -> None:
+        if self.inside:  # inside a recognised layer: nothing below it is recorded
+            self.frames.append(None)
+            return
+        path = self.paths.get(id(module), type(module).__name__)
+        base = _torch_base(module)
+        if base is not None and len(args) == 1 and not kwargs and self._step(args[0]):
+            try:
+                spec = base[1](module)
+            except registry.Unsupported:
+                pass  # configured beyond the family's rule: its calls are recorded one by one
             else:
-                self._function(n)
+                self.inside += 1
+                self.frames.append((path, spec, base[0]))
+                self.scope.append(path)
+                return
+        self.frames.append((path, False, ""))
+        self.scope.append(path)
+
+    def _leave(self, module: tnn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        frame = self.frames.pop()
+        if frame is None:
+            return
+        path, spec, kind = frame
+        self.scope.pop()
+        if spec is False:
+            return
+        self.inside -= 1
+        if out is None:  # the forward raised: the run fails with the model's own error
+            return
+        x = self._step(args[0])
+        self.keep.append(out)
+        if spec is None:  # the layer is its input (Identity, Dropout in eval)
+            self._bind(out, x)
+            return
+        params = self._claim(self.members.get(path, []))
+        label = f"{type(module).__qualname__} ('{path}')"
+        self._emit(path or kind.lower(), spec, [x], out, kind, label, params)
+
+    # -- calls ------------------------------------------------------------------------------
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.inside:
+            return out
+        try:
+            self._record(func, args, kwargs, out)
+        except ConvScopeError:
+            raise
+        except Exception as error:
+            raise _RecorderError(f"recording {_path(func)}: {error!r}") from error
+        return out
+
+    def _record(self, func: Any, args: Any, kwargs: dict, out: Any) -> None:
+        flat_in, _ = tree_flatten((args, kwargs))
+        tensors_in = [t for t in flat_in if isinstance(t, torch.Tensor)]
+        flat_out, _ = tree_flatten(out)
+        tensors_out = [t for t in flat_out if isinstance(t, torch.Tensor)]
+        inputs = [t for t in tensors_in if id(t) in self.steps]
+        rules, parts, moves, shape_only = _tables()
+        if not inputs or func in shape_only:
+            reads = frozenset().union(*(self.constants.get(id(t), ()) for t in tensors_in))
+            for t in tensors_out:
+                if id(t) not in self.steps:
+                    self.constants[id(t)] = reads
+                    self.keep.append(t)
+            return
+        if not tensors_out:
+            name = getattr(func, "__name__", "")
+            if (name.endswith("_") and not name.startswith("__")) or name == "__setitem__":
+                self._opaque(_path(func), func.__name__, args[0], tensors_in, "writes in place")
+            return
+        self.keep.extend(tensors_out)
+        try:
+            if func in parts:
+                self._parts(args, kwargs, out)
+            elif func in rules:
+                path, rule = rules[func]
+                self._call(path, rule, args, kwargs, out, tensors_in, func in moves)
+            elif func in moves:
+                self._regroup(_path(func), tensors_in, out)
+            elif func is torch.Tensor.__getitem__:
+                self._getitem(args, out, tensors_in)
+            else:
+                raise registry.Unsupported("")
         except ConvScopeError as why:
-            self._unsupported(n, str(why))
+            for t in tensors_out:
+                self._opaque(_path(func), func.__name__, t, tensors_in, str(why))
 
-    def _module(self, n: torch.fx.Node) -> None:
-        """A torch.nn module by its family's rule."""
-        module = self.modules[n.target]
-        cls = type(module)
-        rule = registry.torch_modules().get(cls.__name__)
-        if rule is None or not cls.__module__.startswith("torch.nn"):
-            raise _Unsupported("")
-        if len(n.args) != 1 or n.kwargs:
-            raise _Unsupported("called with more than one argument")
-        x = self.step(n, n.args[0])
-        spec = rule(module)
-        if spec is None:
-            self.env[n] = x
-        else:
-            self.emit(n, spec, [x])
-
-    def _function(self, n: torch.fx.Node) -> None:
-        """A traced function or method by its family's rule, on torch-free arguments."""
-        rule = _call_rules().get(n.target)
-        if rule is None:
-            raise _Unsupported("")
+    def _call(
+        self,
+        path: str,
+        rule: registry.CallRule,
+        args: Any,
+        kwargs: dict,
+        out: Any,
+        tensors_in: list,
+        moves: bool,
+    ) -> None:
+        """A call with a family's rule, its tensors replaced by shape placeholders."""
         operands: list[str] = []
+        reads: list[str] = []
 
         def plain(value: Any) -> Any:
-            if isinstance(value, (list, tuple)):
+            if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
                 return type(value)(plain(v) for v in value)
-            if not isinstance(value, torch.fx.Node):
+            if not isinstance(value, torch.Tensor):
                 return value
-            found = self.env.get(value)
-            if isinstance(found, _Constant):
-                raise _Unsupported(f"reads the tensor '{found.name}' directly")
-            if isinstance(found, str):
-                operands.append(found)
-                return registry.Tensor(self.shapes[found])
-            if isinstance(found, (_Parts, _Opaque)):
-                raise _Unsupported("an operand that is not a tensor computed from the input")
-            return self.values.get(value)  # a size or other plain value, as traced
+            step = self._step(value)
+            if step is not None:
+                operands.append(step)
+                return registry.Tensor(self.shapes[step])
+            sources = self.constants.get(id(value), frozenset())
+            reads.extend(sources)
+            return registry.Constant(tuple(value.shape), tuple(sorted(sources)))
 
-        args = plain(tuple(n.args))
-        kwargs = {k: plain(v) for k, v in n.kwargs.items()}
-        if not operands:
-            raise _Unsupported("an operand that is not a tensor computed from the input")
-        call = registry.TorchCall(
-            args[1:], kwargs, tuple(self.shapes[o] for o in operands), self.traced(n)
-        )
-        spec = rule(call)
-        if spec is None:
-            self.env[n] = operands[0]
-        else:
-            self.emit(n, spec, operands)
-
-    # -- emitting steps -------------------------------------------------------------------
-    def tensor(self, arg: Any) -> str | None:
-        """The step an argument is, or None when it is not a step."""
-        found = self.env.get(arg) if isinstance(arg, torch.fx.Node) else None
-        if isinstance(found, _Constant):
-            raise _Unsupported(f"reads the tensor '{found.name}' directly")
-        return found if isinstance(found, str) else None
-
-    def step(self, n: torch.fx.Node, arg: Any) -> str:
-        """The step an argument must be."""
-        found = self.tensor(arg)
-        if found is None:
-            raise _Unsupported("an operand that is not a tensor computed from the input")
-        return found
-
-    def traced(self, n: torch.fx.Node) -> Shape:
-        """The traced output shape without the batch."""
-        value = self.values[n]
-        if not _is_tensor_result(value) or not value or value[0] != TRACE_BATCH:
-            raise _Unsupported(f"its output {value} does not keep the batch axis first")
-        return value[1:]
-
-    def emit(
-        self, n: torch.fx.Node, spec: Op, inputs: Sequence[str], name: str | None = None
-    ) -> None:
-        """A step for node ``n``, after checking that convscope's shape is the traced one."""
-        expected = self.traced(n)
-        given = [self.shapes[i] for i in inputs]
+        flat = plain(tuple(args))
+        named = {k: plain(v) for k, v in kwargs.items()}
+        first = next(i for i, a in enumerate(flat) if isinstance(a, (registry.Tensor, list, tuple)))
+        if not isinstance(out, torch.Tensor) or not operands:
+            raise registry.Unsupported("a result that is not one tensor")
+        output = self._free(out)
+        rest = flat[first + 1 :]
+        call = registry.TorchCall(rest, named, tuple(self.shapes[o] for o in operands), output)
         try:
-            out = spec.output_shape(given[0] if len(given) == 1 else given)
-        except ConvScopeError as error:
-            raise _Unsupported(str(error)) from error
-        if out != expected:
-            raise _Unsupported(f"convscope's output shape {out} differs from the traced {expected}")
-        self._add(name or (n.target if n.op == "call_module" else n.name), spec, inputs, n, out)
+            spec = rule(call)
+        except registry.Unsupported:
+            if moves:
+                self._regroup(path, tensors_in, out)
+                return
+            raise
+        if spec is None:
+            self._bind(out, operands[0])
+            return
+        name = path.rsplit(".", 1)[-1]
+        try:
+            self._emit(name, spec, operands, out, None, path, self._claim(reads))
+        except registry.Unsupported:
+            if not moves:
+                raise
+            self._regroup(path, tensors_in, out)
 
-    def _add(
+    def _parts(self, args: Any, kwargs: dict, out: Any) -> None:
+        """chunk and split: each part a slice along the axis."""
+        x = self._step(args[0])
+        if x is None:
+            raise registry.Unsupported("parts of a tensor not computed from the input")
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        resolved = batch_free_dim(dim, len(self.shapes[x]) + 1)
+        start = 0
+        for part in out:
+            stop = start + part.shape[resolved]
+            self._emit("slice", SliceSpec(resolved, start, stop), [x], part, None, "slice")
+            self.parts.add(self.steps[id(part)])
+            start = stop
+
+    def _getitem(self, args: Any, out: torch.Tensor, tensors_in: list) -> None:
+        """Basic indexing: one contiguous slice of one axis is a Slice; any other index only
+        moves values (a regrouping)."""
+        x, index = self._step(args[0]), args[1]
+        index = index if isinstance(index, tuple) else (index,)
+        cut = [
+            (d, i) for d, i in enumerate(index) if not (isinstance(i, slice) and i == slice(None))
+        ]
+        if (
+            x is not None
+            and len(cut) == 1
+            and cut[0][0] > 0
+            and isinstance(cut[0][1], slice)
+            and cut[0][1].step in (None, 1)
+        ):
+            d, s = cut[0]
+            start, stop, _ = s.indices(args[0].shape[d])
+            self._emit("slice", SliceSpec(d, start, stop), [x], out, None, "Tensor.__getitem__")
+            return
+        self._regroup("Tensor.__getitem__", tensors_in, out)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _step(self, value: Any) -> str | None:
+        return self.steps.get(id(value)) if isinstance(value, torch.Tensor) else None
+
+    def _bind(self, t: torch.Tensor, step: str) -> None:
+        self.steps[id(t)] = step
+        self.keep.append(t)
+
+    def _free(self, t: torch.Tensor) -> Shape:
+        """A tensor's shape without its leading (batch) axis."""
+        if t.dim() == 0:
+            raise registry.Unsupported("a result with no batch axis (a scalar)")
+        return tuple(int(v) for v in t.shape[1:])
+
+    def _name(self, name: str) -> str:
+        scope = self.scope[-1] if self.scope else ""
+        if "." not in name and scope and not name.startswith(scope):
+            name = f"{scope}.{name}"
+        base, i = name, 1
+        while name in self.shapes:
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def _claim(self, names: Sequence[str]) -> ParamCount | None:
+        """The parameters and buffers ``names`` that no earlier row has read: a shared tensor
+        belongs to the first row that reads it."""
+        total = ParamCount()
+        for name in dict.fromkeys(self.owners.get(n, n) for n in names):
+            if name not in self.claimed and name in self.sizes:
+                self.claimed.add(name)
+                total = total + self.sizes[name]
+        return total
+
+    def _emit(
         self,
         name: str,
         spec: Op,
         inputs: Sequence[str],
-        n: torch.fx.Node,
-        out: Shape,
-        kind: str | None = None,
+        out: torch.Tensor,
+        kind: str | None,
+        label: str,
+        params: ParamCount | None = None,
     ) -> None:
-        base, i = name, 1
-        while name in self.shapes:
-            name, i = f"{base}_{i}", i + 1
-        self.nodes[name] = Node(spec, inputs or [self.input_name], kind)
-        self.shapes[name] = out
-        self.env[n] = name
+        """A step, after checking that convscope's shape is the one the run produced."""
+        expected = self._free(out)
+        given = [self.shapes[i] for i in inputs]
+        try:
+            found = spec.output_shape(given[0] if len(given) == 1 else given)
+        except ConvScopeError as error:
+            raise registry.Unsupported(str(error)) from error
+        if found != expected:
+            raise registry.Unsupported(
+                f"convscope's shape {found} differs from the run's {expected}"
+            )
+        step = self._name(name)
+        repeat = int(out.shape[0]) // RUN_BATCH
+        self.nodes[step] = Node(spec, list(inputs), kind, params=params, repeat=repeat)
+        self.shapes[step] = found
+        self._bind(out, step)
 
-    def _unsupported(self, n: torch.fx.Node, why: str) -> None:
-        label = self._label(n)
-        self.unsupported.append(f"{label} at node '{n.name}'" + (f" ({why})" if why else ""))
-        inputs = []
-        for a in _node_args(n):
-            found = self.env.get(a)
-            if isinstance(found, str):
-                inputs.append(found)
-            elif isinstance(found, _Parts):
-                inputs.append(found.step)
-            elif isinstance(found, _Opaque):
-                inputs.extend(found.inputs)
-        inputs = list(dict.fromkeys(inputs)) or [self.input_name]
-        value = self.values.get(n)
-        if _is_tensors(value):
-            self.env[n] = _Opaque(tuple(inputs))
+    def _regroup(self, path: str, tensors_in: list, out: Any) -> None:
+        """Values moved across the batch axis: no arithmetic, receptive field unknown."""
+        steps = list(dict.fromkeys(s for t in tensors_in if (s := self._step(t)) is not None))
+        reads = [n for t in tensors_in for n in self.constants.get(id(t), ())]
+        flat, _ = tree_flatten(out)
+        for t in (t for t in flat if isinstance(t, torch.Tensor)):
+            shape = self._free(t)
+            step = self._name(path.rsplit(".", 1)[-1])
+            repeat = int(t.shape[0]) // RUN_BATCH if t.shape[0] % RUN_BATCH == 0 else 1
+            spec = RegroupSpec(path, shape)
+            self.nodes[step] = Node(spec, steps, None, params=self._claim(reads), repeat=repeat)
+            self.shapes[step] = shape
+            self._bind(t, step)
+
+    def _opaque(self, path: str, name: str, t: Any, tensors_in: list, why: str) -> None:
+        """A call without a rule: listed, its output passed on with the run's shape."""
+        steps = list(dict.fromkeys(s for u in tensors_in if (s := self._step(u)) is not None))
+        reads = [n for u in tensors_in for n in self.constants.get(id(u), ())]
+        where = f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
+        label = f"{path}{where}"
+        self.unsupported.append(label + (f" ({why})" if why else ""))
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
             return
-        if _is_tensor_result(value) and value and value[0] == TRACE_BATCH:
-            spec = OpaqueSpec(label, value[1:])
-            self._add(n.name, spec, inputs, n, value[1:], f"{_short(label)} (not counted)")
-        else:
-            self.env[n] = None
+        shape = self._free(t)
+        step = self._name(name)
+        repeat = max(int(t.shape[0]) // RUN_BATCH, 1)
+        kind = f"{path.rsplit('.', 1)[-1]} (not counted)"
+        node = Node(OpaqueSpec(label, shape), steps or ["input"], kind, self._claim(reads), repeat)
+        self.nodes[step] = node
+        self.shapes[step] = shape
+        self._bind(t, step)
 
-    def _split(self, n: torch.fx.Node) -> None:
-        """chunk and split: the pieces' bounds along the axis, from the traced shapes."""
-        x = self.step(n, n.args[0])
-        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
-        resolved = batch_free_dim(dim, len(self.shapes[x]) + 1)
-        bounds, start = [], 0
-        for shape in self.values[n]:
-            bounds.append((start, start + shape[resolved]))
-            start += shape[resolved]
-        self.env[n] = _Parts(x, resolved, tuple(bounds))
-
-    def _getitem(self, n: torch.fx.Node) -> None:
-        source, index = n.args
-        found = self.env.get(source)
-        if isinstance(found, _Parts) and isinstance(index, int):
-            start, stop = found.bounds[index]
-            self.emit(n, SliceSpec(found.dim, start, stop), [found.step])
-        elif isinstance(found, _Opaque):
-            value = self.values[n]
-            if _is_tensor_result(value) and value and value[0] == TRACE_BATCH:
-                spec = OpaqueSpec(f"part of an unsupported result at node '{n.name}'", value[1:])
-                self._add(n.name, spec, list(found.inputs), n, value[1:], "(not counted)")
-            else:
-                self.env[n] = None
-        elif found is None and not _is_tensor_result(self.values.get(n)):
-            self.env[n] = None
-        else:
-            self._unsupported(n, "indexing a tensor")
-
-
-def _short(label: str) -> str:
-    """The last part of a qualified name, for the layer table."""
-    words = label.split(" ")
-    return words[1].rsplit(".", 1)[-1] if len(words) > 1 else label
-
-
-def _is_tensor_result(value: Any) -> bool:
-    return isinstance(value, _Shape)
-
-
-def _is_tensors(value: Any) -> bool:
-    """A tuple holding traced tensors (chunk, split, max with indices)."""
-    return type(value) is tuple and any(isinstance(v, _Shape) for v in value)
-
-
-def _node_args(n: torch.fx.Node) -> list[torch.fx.Node]:
-    found: list[torch.fx.Node] = []
-    torch.fx.node.map_arg((n.args, n.kwargs), found.append)
-    return found
+    # -- the graph --------------------------------------------------------------------------
+    def _graph(self, out: Any) -> Graph:
+        flat, _ = tree_flatten(out)
+        found = next((s for t in flat if (s := self._step(t)) is not None), None)
+        if found is None:
+            raise ConvScopeError(
+                f"{type(self.root).__name__} returns no tensor computed from its input"
+            )
+        read = {i for node in self.nodes.values() for i in node.inputs} | {found}
+        for unused in self.parts - read:  # a part the model never reads costs nothing
+            del self.nodes[unused]
+        left = [n for n in self.sizes if n not in self.claimed]
+        extra = [ParamsRow(n, self.sizes[n]) for n in left]
+        how = "run once on meta tensors" if self.device == "meta" else "run once on fake tensors"
+        return Graph(self.nodes, found, "input", self.unsupported, params=extra, method=how)

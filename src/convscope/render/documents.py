@@ -173,7 +173,7 @@ def summary_document(report: Report, depth: int | None = None) -> Document:
             [
                 "  " * r.depth + r.name,
                 r.kind,
-                _x(r.output_shape),
+                (f"{r.repeat}×" if r.repeat != 1 else "") + _x(r.output_shape),
                 f"{r.params:,}",
                 f"{r.macs:,}",
                 f"{r.cost.forward.mults:,}",
@@ -198,7 +198,16 @@ def summary_document(report: Report, depth: int | None = None) -> Document:
         ("activation memory", f"{report.activation_bytes:,} bytes"),
     ]
     if report.unsupported:
-        totals.append(("NOT COUNTED", ", ".join(report.unsupported)))
+        totals.append(
+            (
+                "NOT COUNTED",
+                "the operations of "
+                + ", ".join(report.unsupported)
+                + " (their parameters are in the totals)",
+            )
+        )
+    if report.method:
+        totals.append(("read by", report.method))
     table = Table(grid, left=3, rule=True)
     extra = [(row.name, row.explanation) for row in report.shown(depth) if row.explanation]
     return Document(
