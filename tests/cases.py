@@ -19,6 +19,8 @@ import torch.nn as tnn
 from convscope import functional as F
 from convscope import nn
 from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec
+from convscope.ops.attention import AttentionSpec
+from convscope.ops.matmul import MatmulSpec
 from convscope.ops.structural import ConcatSpec, PermuteSpec, ReshapeSpec, SliceSpec
 from tests.reference import instrumented as ref
 
@@ -497,3 +499,371 @@ CASES: dict[str, list[Case]] = {
         ),
     ],
 }
+
+
+# -- products and attention (traced graphs): shapes whose every output reads every position of
+# every input (a matrix-vector product, one value feature, no causal mask, whose first row
+# reads one key and so depends on no q or k), so that the global receptive field is checked
+# literally; tests/test_matmul_attention.py runs the other shapes and the masks --------------
+
+sdpa = torch.nn.functional.scaled_dot_product_attention
+
+CASES["matmul"] = [
+    Case(
+        "matmul",
+        "Matmul-matvec",
+        lambda: MatmulSpec(),
+        lambda: lambda a, b: a @ b,
+        ((3, 4), (4, 1)),
+        same_in_both_modes(
+            lambda batch: ref.contraction_counts(("ik", "kj", "ij"), (3, 4), (4, 1), batch)
+        ),
+        run=graph_run(F.matmul, F.matmul_backward),
+        traced=lambda: Wrap(lambda x: x @ x.transpose(1, 2)[:, :, :1]),
+    ),
+    Case(
+        "matmul",
+        "Baddbmm-beta0.5-alpha2",
+        lambda: MatmulSpec(alpha=2.0, beta=0.5),
+        lambda: lambda c, a, b: torch.baddbmm(c, a, b, beta=0.5, alpha=2.0),
+        ((3, 1), (3, 4), (4, 1)),
+        same_in_both_modes(
+            lambda batch: ref.contraction_counts(
+                ("ik", "kj", "ij"), (3, 4), (4, 1), batch, 2.0, 0.5, (3, 1)
+            )
+        ),
+        run=graph_run(
+            lambda c, a, b: F.baddbmm(c, a, b, 0.5, 2.0),
+            lambda g, c, a, b: F.baddbmm_backward(g, c, a, b, 0.5, 2.0),
+        ),
+        traced=lambda: Wrap(
+            lambda x: torch.baddbmm(
+                x, torch.cat([x] * 4, 2), torch.cat([x, x[:, :1]], 1), beta=0.5, alpha=2.0
+            )
+        ),
+    ),
+]
+
+CASES["attention"] = [
+    Case(
+        "attention",
+        "SDPA",
+        lambda: AttentionSpec(),
+        lambda: lambda q, k, v: sdpa(q, k, v),
+        ((4, 3), (4, 3), (4, 1)),
+        lambda batch, mode: ref.attention_counts((4, 3), (4, 3), (4, 1), batch, mode),
+        run=graph_run(F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward),
+        traced=lambda: Wrap(lambda x: sdpa(x, x, x[:, :, :1])),
+    ),
+    Case(
+        "attention",
+        "SDPA-L3-S5-scale0.5",
+        lambda: AttentionSpec(scale=0.5),
+        lambda: lambda q, k, v: sdpa(q, k, v, scale=0.5),
+        ((3, 2), (5, 2), (5, 1)),
+        lambda batch, mode: ref.attention_counts((3, 2), (5, 2), (5, 1), batch, mode, scale=0.5),
+        run=graph_run(
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.5),
+            lambda g, q, k, v: F.scaled_dot_product_attention_backward(g, q, k, v, scale=0.5),
+        ),
+        traced=lambda: Wrap(
+            lambda x: sdpa(
+                x, torch.cat([x, x[:, :2]], 1), torch.cat([x, x[:, :2]], 1)[:, :, :1], scale=0.5
+            )
+        ),
+    ),
+]
+
+
+# -- softmax, padding, pixel_shuffle ------------------------------------------------------------
+
+
+def softmax(label: str, shape: Shape, dim: int, log: bool = False, traced=None) -> Case:
+    name = "LogSoftmax" if log else "Softmax"
+    return Case(
+        "softmax",
+        label,
+        lambda: getattr(nn, name)(dim),
+        lambda: getattr(tnn, name)(dim),
+        (shape,),
+        same_in_both_modes(lambda batch: ref.softmax_counts(shape, dim, log, batch)),
+        traced=traced,
+    )
+
+
+def padding(label: str, name: str, shape: Shape, pad, *args: Any, traced=None) -> Case:
+    """A padding layer ``name`` and its twin; ``pad`` in PyTorch's flat order (a tuple)."""
+    ndim, value = int(name[-2]), args[0] if args else 0.0
+    mode = {"Ref": "reflect", "Rep": "replicate", "Cir": "circular"}.get(name[:3], "constant")
+    flat = pad if isinstance(pad, tuple) else (pad,) * (2 * ndim)
+    return Case(
+        "padding",
+        label,
+        lambda: getattr(nn, name)(pad, *args),
+        lambda: getattr(tnn, name)(pad, *args),
+        (shape,),
+        same_in_both_modes(lambda batch: ref.padding_counts(shape, flat, mode, batch, value)),
+        traced=traced,
+    )
+
+
+def _shuffled(x, r: int):
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def _unshuffled(x, r: int):
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def pixel_shuffle(label: str, shape: Shape, r: int, inverse: bool = False, traced=None) -> Case:
+    name = "PixelUnshuffle" if inverse else "PixelShuffle"
+    there, back = (_unshuffled, _shuffled) if inverse else (_shuffled, _unshuffled)
+
+    def move(*xs, adjoint=None):
+        return there(xs[0], r) if adjoint is None else back(adjoint, r)
+
+    return Case(
+        "pixel_shuffle",
+        label,
+        lambda: getattr(nn, name)(r),
+        lambda: getattr(tnn, name)(r),
+        (shape,),
+        moved(move, [shape]),
+        traced=traced,
+    )
+
+
+_TF = torch.nn.functional
+
+CASES.update(
+    {
+        "softmax": [
+            softmax("Softmax-channels", (4, 3, 3), 1),
+            softmax("Softmax-width", (2, 3, 4), -1),
+            softmax("LogSoftmax-height", (3, 4, 2), 2, log=True),
+            softmax("LogSoftmax-features", (5,), 1, log=True),
+            softmax(
+                "F.softmax-width",
+                (2, 2, 5),
+                3,
+                traced=lambda: Wrap(lambda x: _TF.softmax(x, dim=3)),
+            ),
+            softmax(
+                "Tensor.log_softmax-channels",
+                (3, 4),
+                -2,
+                log=True,
+                traced=lambda: Wrap(lambda x: x.log_softmax(-2)),
+            ),
+            softmax(
+                "torch.softmax-length",
+                (2, 6),
+                2,
+                traced=lambda: Wrap(lambda x: torch.softmax(x, 2)),
+            ),
+        ],
+        # positive constant padding is in tests/test_softmax_padding_shuffle.py: its padding
+        # outputs read nothing, which the dependence oracle here does not allow
+        "padding": [
+            padding("ReflectionPad1d-2", "ReflectionPad1d", (2, 5), 2),
+            padding("ReflectionPad2d-1220", "ReflectionPad2d", (2, 4, 5), (1, 2, 2, 0)),
+            padding("ReplicationPad1d-31", "ReplicationPad1d", (2, 4), (3, 1)),
+            padding("ReplicationPad3d-1", "ReplicationPad3d", (2, 2, 3, 3), 1),
+            padding("CircularPad2d-1120", "CircularPad2d", (2, 3, 4), (1, 1, 2, 0)),
+            padding("CircularPad1d-crop-wrap", "CircularPad1d", (2, 5), (-1, 2)),
+            padding(
+                "F.pad-reflect-crop-and-pad",
+                "ReflectionPad2d",
+                (2, 4, 5),
+                (-1, 2, 1, -1),
+                traced=lambda: Wrap(lambda x: _TF.pad(x, (-1, 2, 1, -1), "reflect")),
+            ),
+            padding(
+                "F.pad-replicate-crop",
+                "ReplicationPad2d",
+                (2, 4, 5),
+                (-1, -1, -1, 0),
+                traced=lambda: Wrap(lambda x: _TF.pad(x, (-1, -1, -1, 0), mode="replicate")),
+            ),
+            padding("ZeroPad2d-crop", "ZeroPad2d", (2, 3, 4), (-1, 0, 0, -1)),
+            padding(
+                "ConstantPad3d-crop", "ConstantPad3d", (2, 3, 3, 3), (0, -1, -1, 0, 0, -1), 2.5
+            ),
+            padding(
+                "F.pad-constant-channels-crop",
+                "ZeroPad3d",
+                (3, 3, 3),
+                (0, 0, -1, 0, -1, 0),
+                traced=lambda: Wrap(lambda x: _TF.pad(x, (0, 0, -1, 0, -1, 0))),
+            ),
+        ],
+        "pixel_shuffle": [
+            pixel_shuffle("PixelShuffle-2", (8, 2, 3), 2),
+            pixel_shuffle("PixelUnshuffle-2", (2, 4, 6), 2, inverse=True),
+            pixel_shuffle(
+                "F.pixel_shuffle-3",
+                (9, 2, 2),
+                3,
+                traced=lambda: Wrap(lambda x: _TF.pixel_shuffle(x, 3)),
+            ),
+            pixel_shuffle(
+                "torch.pixel_unshuffle-3",
+                (1, 3, 6),
+                3,
+                inverse=True,
+                traced=lambda: Wrap(lambda x: torch.pixel_unshuffle(x, 3)),
+            ),
+        ],
+    }
+)
+
+
+# -- param_arith: a parameter read in forward (layer scale, position embedding) ----------------
+
+
+class TorchParamMul(tnn.Module):
+    """``x * self.weight`` (``self.weight * x`` when ``leading``), the twin of nn.ParamMul."""
+
+    def __init__(self, shape: Shape, leading: bool = False) -> None:
+        super().__init__()
+        self.weight = tnn.Parameter(torch.ones(shape))
+        self.leading = leading
+        self.shape = tuple(shape)  # the constructor argument, as convscope's twin exposes it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x if self.leading else x * self.weight
+
+
+class TorchParamAdd(tnn.Module):
+    """``x + self.weight`` (``self.weight + x`` when ``leading``), the twin of nn.ParamAdd."""
+
+    def __init__(self, shape: Shape, leading: bool = False) -> None:
+        super().__init__()
+        self.weight = tnn.Parameter(torch.zeros(shape))
+        self.leading = leading
+        self.shape = tuple(shape)  # the constructor argument, as convscope's twin exposes it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight + x if self.leading else x + self.weight
+
+
+def param_binary(op: str, label: str, shape: Shape, param: Shape, leading: bool = False) -> Case:
+    module, twin = (nn.ParamMul, TorchParamMul) if op == "mul" else (nn.ParamAdd, TorchParamAdd)
+    count = ref.param_mul_counts if op == "mul" else ref.param_add_counts
+    return Case(
+        "param_arith",
+        label,
+        lambda: module(param),
+        lambda: twin(param, leading),
+        (shape,),
+        same_in_both_modes(lambda batch: count(shape, param, batch)),
+    )
+
+
+CASES["param_arith"] = [
+    param_binary("mul", "ParamMul-layerscale", (3, 8), (8,)),
+    param_binary("mul", "ParamMul-channels-leading", (3, 4, 4), (3, 1, 1), leading=True),
+    param_binary("add", "ParamAdd-pos-embed", (4, 8), (1, 4, 8)),
+    param_binary("add", "ParamAdd-rows-leading", (2, 4, 3), (4, 1), leading=True),
+]
+
+
+# -- interpolation (nn.Upsample, F.interpolate) -------------------------------------------------
+
+
+def upsample(label: str, shape: Shape, twin: Any = None, traced: Any = None, **kw: Any) -> Case:
+    """nn.Upsample(**kw) against torch's (or ``twin``, a torch class taking the same size and
+    scale_factor), with the instrumented reference."""
+    keys = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor")
+    args = [kw.get(k, "nearest" if k == "mode" else None) for k in keys]
+    own = {k: v for k, v in kw.items() if k in ("size", "scale_factor")}
+    return Case(
+        "interpolate",
+        label,
+        lambda: nn.Upsample(**kw),
+        (lambda: twin(**own)) if twin is not None else (lambda: tnn.Upsample(**kw)),
+        (shape,),
+        lambda batch, count: ref.interpolate_counts(shape, *args, batch, count),
+        traced=traced,
+    )
+
+
+CASES["interpolate"] = [
+    upsample("nearest-2d-x2", (2, 3, 4), scale_factor=2),
+    upsample("nearest-1d-size7", (2, 4), size=7),
+    upsample("nearest-2d-x0.5", (2, 6, 5), scale_factor=0.5),
+    upsample("nearest-exact-1d-x3", (2, 4), scale_factor=3, mode="nearest-exact"),
+    upsample("nearest-exact-2d-size", (2, 5, 3), size=(3, 4), mode="nearest-exact"),
+    upsample("linear-1d-x2", (2, 5), scale_factor=2, mode="linear"),
+    upsample("linear-1d-x0.5", (2, 8), scale_factor=0.5, mode="linear"),
+    upsample("linear-1d-size3-odd-step", (2, 9), size=3, mode="linear"),
+    upsample("linear-1d-ac-size9", (2, 4), size=9, mode="linear", align_corners=True),
+    upsample("bilinear-2d-x2", (2, 3, 4), scale_factor=2, mode="bilinear"),
+    upsample("bilinear-2d-ac-down", (2, 7, 5), size=(4, 3), mode="bilinear", align_corners=True),
+    upsample("bilinear-2d-x1.5", (2, 4, 5), scale_factor=1.5, mode="bilinear"),
+    upsample(
+        "bilinear-2d-x1.7-recompute",
+        (2, 4, 5),
+        scale_factor=1.7,
+        mode="bilinear",
+        recompute_scale_factor=True,
+    ),
+    upsample("bilinear-2d-size-one", (2, 1, 4), size=(3, 1), mode="bilinear", align_corners=False),
+    upsample("trilinear-3d", (1, 2, 3, 2), scale_factor=(2.0, 1.5, 1.0), mode="trilinear"),
+    upsample("trilinear-3d-ac", (1, 3, 2, 4), size=(2, 3, 3), mode="trilinear", align_corners=True),
+    upsample(
+        "UpsamplingBilinear2d",
+        (2, 3, 3),
+        twin=tnn.UpsamplingBilinear2d,
+        scale_factor=2,
+        mode="bilinear",
+        align_corners=True,
+    ),
+    upsample("UpsamplingNearest2d", (2, 3, 2), twin=tnn.UpsamplingNearest2d, size=(5, 3)),
+    upsample(
+        "F.interpolate-bilinear",
+        (2, 3, 4),
+        traced=lambda: Wrap(
+            lambda x: torch.nn.functional.interpolate(
+                x, scale_factor=2, mode="bilinear", align_corners=False
+            )
+        ),
+        scale_factor=2,
+        mode="bilinear",
+        align_corners=False,
+    ),
+]
+
+
+# -- scalar: arithmetic with a fixed number -------------------------------------------------------
+
+
+def _scalar_case(op: str, value: float, torch_op: Callable[[Any, float], Any]) -> Case:
+    from convscope.ops.scalar import ScalarSpec
+
+    shape = (2, 3, 4)
+    return Case(
+        "scalar",
+        f"Scalar-{op}-{value}",
+        lambda: ScalarSpec(op, value),
+        lambda: lambda x: torch_op(x, value),
+        (shape,),
+        same_in_both_modes(lambda batch: ref.scalar_counts(op, value, shape, batch)),
+        run=graph_run(
+            lambda x: F.scalar(x, op, value), lambda g, x: (F.scalar_backward(g, op, value),)
+        ),
+        traced=lambda: Wrap(lambda x: torch_op(x, value)),
+    )
+
+
+CASES["scalar"] = [
+    _scalar_case("mul", 0.125, lambda x, c: x * c),
+    _scalar_case("add", 3.0, lambda x, c: x + c),
+    _scalar_case("sub", 1.5, lambda x, c: x - c),
+    _scalar_case("div", 6.0, lambda x, c: x / c),
+    _scalar_case("mul", -2, lambda x, c: torch.mul(x, c)),
+]

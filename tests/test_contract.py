@@ -36,7 +36,7 @@ from convscope.adapters.torch import from_torch
 from convscope.containers import Sequential
 from convscope.module import Module
 from convscope.ops.base import FACES, pointwise_field
-from convscope.ops.structural import moves_values
+from convscope.ops.structural import MovingOp, moves_values
 from convscope.random import manual_seed
 from convscope.receptive import Field
 from convscope.specfile import dump_spec, load_spec
@@ -304,7 +304,7 @@ def check_receptive_field_vs_dependence(case: Case) -> None:
         steps = {tuple(b - a for a, b in zip(p, q)) for p, q in zip(starts, starts[1:])}
         assert len(spans) > 1 or len(steps) > 2, "the field says it varies, but it does not"
         return
-    if rule is moves_values or len(out_shape) != in_rank:
+    if rule is moves_values or isinstance(spec, MovingOp) or len(out_shape) != in_rank:
         # each output entry is one input entry: one position of at most one entry per input
         assert all(v == 1 for v in field.size)
         for o in outputs:

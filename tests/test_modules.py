@@ -20,16 +20,20 @@ from tests import cases
 REQUIRED = {
     "in_channels": 2, "out_channels": 2, "kernel_size": 1, "num_features": 2, "in_features": 2,
     "out_features": 2, "output_size": 1, "normalized_shape": 2, "num_groups": 1,
-    "num_channels": 2,
+    "num_channels": 2, "padding": 1, "value": 0.5, "shape": (2, 1, 1), "dim": 1,
+    "pieces": ((1, 2, 2), "input"), "upscale_factor": 2, "downscale_factor": 2,
 }  # fmt: skip
+#: Layers whose defaults alone do not make a layer (PyTorch's too: Upsample needs a size).
+CHOSEN = {"Softmax": {"dim": 1}, "LogSoftmax": {"dim": 1}, "Upsample": {"scale_factor": 2}}
 
 
 def every_layer() -> list[Module]:
     layers = []
-    for cls in registry.modules().values():
+    for name, cls in registry.modules().items():
         params = inspect.signature(cls.__init__).parameters.values()
         required = [p.name for p in params if p.name != "self" and p.default is p.empty]
-        layers.append(cls(**{name: REQUIRED[name] for name in required}))
+        kwargs = {name: REQUIRED[name] for name in required}
+        layers.append(cls(**kwargs, **CHOSEN.get(name, {})))
     return layers
 
 

@@ -125,7 +125,7 @@ def test_cli_summary_of_a_spec_file(tmp_path, capsys):
             [{"conv2d": {"out_channels": 4, "kernal_size": 3}}],
             r"layers\[0\] \(conv2d\): unknown key 'kernal_size'",
         ),
-        (["relu", "softmax"], r"layers\[1\] \(softmax\): unknown layer 'softmax'"),
+        (["relu", "softmaxx"], r"layers\[1\] \(softmaxx\): unknown layer 'softmaxx'"),
         (
             [{"conv2d": {"in_channels": 4, "out_channels": 4, "kernel_size": 1}}],
             r"in_channels=4 but",

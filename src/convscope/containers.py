@@ -251,15 +251,15 @@ class OpaqueSpec(Op):
 
 @dataclass(frozen=True)
 class RegroupSpec(Op):
-    """Values of a traced model moved across its batch axis (windows, heads or tokens made
-    leading, and back): each output entry is one input entry, so there is no arithmetic and
-    each entry keeps its receptive field. Only a graph has it: per sample it has no shape
-    rule, the run gives its output shape."""
+    """Values of a traced model moved where no structural rule of one sample describes it (the
+    batch axis regrouped into windows, heads or tokens and back, a roll, an index): each output
+    entry is one input entry, so there is no arithmetic and each entry keeps its receptive
+    field. Only a graph has it: the run gives its output shape."""
 
     call: str
     shape: Shape
 
-    name = "Regroup"
+    name = "Move"
     _positional: ClassVar = ("call",)
     _hidden: ClassVar = ("shape",)
 
@@ -268,7 +268,7 @@ class RegroupSpec(Op):
 
     def _shape(self, input_shape: object, w: Working) -> Shape:
         w.section("Output shape")
-        w.note(f"{self.call} regroups the batch axis; per sample: {shape_text(self.shape)}.")
+        w.note(f"{self.call} moves values, as the run laid them out: {shape_text(self.shape)}.")
         return tuple(self.shape)
 
     def _cost(

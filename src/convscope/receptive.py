@@ -28,6 +28,10 @@ class Field:
     undefined: bool = False
     unknown: bool = False
     statistics: bool = False
+    #: where the spatial axes are in the per-sample shape: None for channel-first (C, *spatial);
+    #: ``layout_lost`` once a reshape has merged or split them.
+    axes: tuple[int, ...] | None = None
+    layout_lost: bool = False
 
     @classmethod
     def identity(cls, ndim: int) -> Field:
@@ -64,6 +68,39 @@ class Field:
         )
         return replace(self, size=size, stride=jump, padding=padding)
 
+    def spatial_axes(self, rank: int) -> tuple[int, ...] | None:
+        """The positions of the spatial axes in a per-sample shape of ``rank`` axes, or None
+        where a reshape has lost them."""
+        if self.layout_lost:
+            return None
+        if self.axes is not None:
+            return self.axes
+        return tuple(range(1, rank)) if rank == len(self.size) + 1 else None
+
+    def permuted(self, dims: Shape) -> Field:
+        """After reordering the axes (``dims`` in PyTorch numbering, batch = 0)."""
+        axes = self.spatial_axes(len(dims) - 1)
+        if axes is None:
+            return self
+        return replace(self, axes=tuple(list(dims).index(a + 1) - 1 for a in axes))
+
+    def relaid(self, before: Shape, after: Shape) -> Field:
+        """After a reshape: the spatial axes are kept where the shapes agree around them (a
+        run of equal leading or trailing axes covers them), else their layout is lost."""
+        axes = self.spatial_axes(len(before))
+        if axes is None or tuple(before) == tuple(after):
+            return self
+        lead = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b), 0)
+        if all(a < lead for a in axes):
+            return replace(self, axes=axes)
+        tail = next(
+            (i for i, (a, b) in enumerate(zip(reversed(before), reversed(after))) if a != b), 0
+        )
+        if all(a >= len(before) - tail for a in axes):
+            shift = len(after) - len(before)
+            return replace(self, axes=tuple(a + shift for a in axes))
+        return replace(self, layout_lost=True)
+
     def as_global(self) -> Field:
         """Every output sees the whole input."""
         return replace(self, global_=True)
@@ -84,6 +121,8 @@ class Field:
         """Two paths added or concatenated: the larger field; flagged when the paths' strides
         or centres differ (their outputs then do not look at the same place)."""
         statistics = self.statistics or other.statistics
+        if (self.axes, self.layout_lost) != (other.axes, other.layout_lost):
+            self = replace(self, layout_lost=True)
         if self.unknown or other.unknown:
             return replace(self, unknown=True)
         if self.global_ or other.global_:

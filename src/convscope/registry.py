@@ -52,6 +52,7 @@ class Tensor:
     batch)."""
 
     shape: Shape
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Constant:
 
     shape: Shape
     reads: tuple[str, ...] = ()
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class TorchCall:
     kwargs: Mapping[str, Any]
     operands: tuple[Shape, ...]
     output: Shape
+    leading: tuple[Any, ...] = ()  # arguments before the first operand (addmm's bias)
+    group: tuple[Any, ...] = ()  # a list of tensors given as the first argument (cat's), in order
 
     @property
     def rank(self) -> int:
@@ -92,6 +96,16 @@ class TorchCall:
 ModuleRule = Callable[[Any], Op | None]
 #: A traced function or method call's spec (None: the call is its first operand).
 CallRule = Callable[[TorchCall], Op | None]
+
+
+def constant(value: Any, what: str, optional: bool = False) -> Constant | None:
+    """A call's argument that must be a parameter (or None when ``optional``): a weight computed
+    from the input (a dynamic layer) has no fixed count."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, Constant):
+        raise Unsupported(f"its {what} is computed from the input, not a parameter")
+    return value
 
 
 def present(value: Any) -> bool:

@@ -332,7 +332,7 @@ class _Walker:
                 node.repeat,
             )
             row = self.rows[-1]
-            row.field = start if len(node.inputs) > 1 else _next_field(node.spec, given, out, start)
+            row.field = _next_field(node.spec, given, out, start)
             if node.repeat != 1 and row.field is not None and row.field.global_:
                 row.field = row.field.as_unknown()  # global over one group (window), not the input
             shapes[name], fields[name] = out, row.field

@@ -40,12 +40,15 @@ __all__ = [
     "adaptive_max_worst_backward_adds",
     "adaptive_pool_counts",
     "add_counts",
+    "attention_counts",
     "avg_pool_counts",
     "batchnorm_counts",
+    "contraction_counts",
     "conv_counts",
     "conv_transpose_counts",
     "counting",
     "dropout_counts",
+    "interpolate_counts",
     "linear_counts",
     "max_pool_counts",
     "max_pool_worst_backward_adds",
@@ -53,6 +56,8 @@ __all__ = [
     "moved_counts",
     "mul_counts",
     "normalization_counts",
+    "padding_counts",
+    "softmax_counts",
 ]
 
 
@@ -1410,4 +1415,529 @@ def moved_counts(move, shapes, batch, seed=0):
         "output_shape": tuple(y.shape[1:]),
         "forward": c_fwd.as_dict(),
         "backward_input": c_bin.as_dict(),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Softmax and padding (softmax, padding families)
+# ---------------------------------------------------------------------------------------
+
+
+def c_log(x) -> Counted:
+    _active.specials += 1
+    return Counted(math.log(_v(x)))
+
+
+def softmax_counts(input_shape, dim, log, batch, seed=0):
+    """Instrumented numerically stable softmax (``log``: log-softmax) along ``dim`` (PyTorch
+    numbering, batch = 0), row by row: the row's max by comparisons, x - max, exp, the sum,
+    then a division per entry (log-softmax: one log of the sum and a subtraction per entry).
+    Backward from the output y: softmax ``gx = y * (gy - sum(gy * y))``, log-softmax
+    ``gx = gy - exp(y) * sum(gy)``. Random draws, in order: x, gy."""
+    shape = (batch,) + tuple(int(v) for v in input_shape)
+    axis = dim + len(shape) if dim < 0 else dim
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    gy = rng.standard_normal(shape)
+    X, GY = _wrap(x), _wrap(gy)
+    rest = shape[:axis] + shape[axis + 1 :]
+    rows = [
+        [idx[:axis] + (i,) + idx[axis:] for i in range(shape[axis])] for idx in np.ndindex(*rest)
+    ]
+    Y = _empty(shape)
+    with counting() as c_fwd:
+        for row in rows:
+            top = X[row[0]]
+            for i in row[1:]:
+                if X[i] > top:
+                    top = X[i]
+            z = [X[i] - top for i in row]
+            if log:
+                total = c_log(_csum(c_exp(v) for v in z))
+                for i, v in zip(row, z):
+                    Y[i] = v - total
+            else:
+                e = [c_exp(v) for v in z]
+                total = _csum(e)
+                for i, v in zip(row, e):
+                    Y[i] = v / total
+    GX = _empty(shape)
+    with counting() as c_bin:
+        for row in rows:
+            if log:
+                total = _csum(GY[i] for i in row)
+                for i in row:
+                    GX[i] = GY[i] - c_exp(Y[i]) * total
+            else:
+                total = _csum(GY[i] * Y[i] for i in row)
+                for i in row:
+                    GX[i] = Y[i] * (GY[i] - total)
+    return {
+        "output_shape": tuple(int(v) for v in input_shape),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"x": x, "gy": gy, "y": _to_float(Y), "gx": _to_float(GX)},
+    }
+
+
+def padding_counts(input_shape, pad, mode, batch, value=0.0, seed=0):
+    """Instrumented F.pad: ``pad`` in PyTorch's order (the last axis's (before, after) first,
+    negative entries crop), ``mode`` constant, reflect, replicate or circular. Each output entry
+    is copied from its source entry or filled with ``value`` (no arithmetic); the backward
+    accumulates each output gradient into its source entry (first term as is). Random draws,
+    in order: x, gy."""
+    shape = (batch,) + tuple(int(v) for v in input_shape)
+    pairs = [(int(pad[2 * k]), int(pad[2 * k + 1])) for k in range(len(pad) // 2)]
+    maps = [list(range(v)) for v in shape]
+    for k, (before, after) in enumerate(pairs):
+        a = len(shape) - 1 - k
+        if mode == "circular":  # PyTorch crops first, then wraps around the cropped axis
+            start = max(-before, 0)
+            kept = shape[a] - start - max(-after, 0)
+            m = _pad_map(kept, max(before, 0), max(after, 0), mode)
+            maps[a] = [start + i for i in m]
+            continue
+        m = _pad_map(
+            shape[a], max(before, 0), max(after, 0), "zeros" if mode == "constant" else mode
+        )
+        maps[a] = m[max(-before, 0) : len(m) - max(-after, 0)]
+    out = tuple(len(m) for m in maps)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    gy = rng.standard_normal(out)
+    X, GY = _wrap(x), _wrap(gy)
+    Y = _empty(out)
+    GX = _empty(shape)
+    with counting() as c_fwd:
+        for q in np.ndindex(*out):
+            src = tuple(m[i] for m, i in zip(maps, q))
+            Y[q] = Counted(value) if None in src else X[src]
+    with counting() as c_bin:
+        for q in np.ndindex(*out):
+            src = tuple(m[i] for m, i in zip(maps, q))
+            if None not in src:
+                _acc(GX, src, GY[q])
+    return {
+        "output_shape": out[1:],
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"x": x, "gy": gy, "y": _to_float(Y), "gx": _to_float(GX)},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Matrix products and attention
+# ---------------------------------------------------------------------------------------
+
+
+def contraction_counts(labels, shape_a, shape_b, batch, alpha=1.0, beta=None, shape_c=None, seed=0):
+    """Instrumented two-operand contraction (matmul, bmm, einsum; with ``beta`` baddbmm).
+    ``labels`` = (a, b, out): one letter per per-sample axis of each; a label kept in the
+    output may have size 1 in one operand (it broadcasts). Each output entry is the sum, over
+    every value of the contracted labels, of a · b; then α · (when α != 1) and, when beta is
+    not None and not 0, + β · c (β · c once per entry of c when β != 1). Backward: ε · α
+    (when α != 1), then g_a and g_b accumulate one product per (output entry, contracted
+    value); g_c sums ε over c's broadcast axes, then · β (when β != 1). Random draws, in
+    order: a, b, c (with beta), gy."""
+    la, lb, lo = labels
+    sizes = {}
+    for ls, shape in ((la, shape_a), (lb, shape_b)):
+        for x, v in zip(ls, shape):
+            sizes[x] = max(sizes.get(x, 1), v)
+    out = tuple(sizes[x] for x in lo)
+    summed = sorted((set(la) | set(lb)) - set(lo))
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch,) + tuple(shape_a))
+    b = rng.standard_normal((batch,) + tuple(shape_b))
+    c = rng.standard_normal((batch,) + tuple(shape_c)) if beta is not None else None
+    gy = rng.standard_normal((batch,) + out)
+    A, B, GY = _wrap(a), _wrap(b), _wrap(gy)
+
+    def at(ls, shape, n, where):
+        return (n,) + tuple(0 if s == 1 else where[x] for x, s in zip(ls, shape))
+
+    def c_at(idx):
+        return (idx[0],) + tuple(0 if s == 1 else i for i, s in zip(idx[1:], shape_c))
+
+    def tuples():
+        for n in range(batch):
+            for o in np.ndindex(*out):
+                where = dict(zip(lo, o))
+                for t in np.ndindex(*(sizes[x] for x in summed)):
+                    yield (n,) + o, {**where, **dict(zip(summed, t))}
+
+    Y = _empty(gy.shape)
+    with counting() as c_fwd:
+        for o_idx, where in tuples():
+            n = o_idx[0]
+            _acc(Y, o_idx, A[at(la, shape_a, n, where)] * B[at(lb, shape_b, n, where)])
+        if alpha != 1:
+            for idx in np.ndindex(*Y.shape):
+                Y[idx] = alpha * Y[idx]
+        if beta is not None and beta != 0:
+            C = _wrap(c)
+            if beta != 1:
+                for idx in np.ndindex(*C.shape):
+                    C[idx] = beta * C[idx]
+            for idx in np.ndindex(*Y.shape):
+                Y[idx] = Y[idx] + C[c_at(idx)]
+    GA, GB = _empty(a.shape), _empty(b.shape)
+    with counting() as c_bin:
+        G = GY
+        if alpha != 1:
+            G = _empty(gy.shape)
+            for idx in np.ndindex(*gy.shape):
+                G[idx] = GY[idx] * alpha
+        for o_idx, where in tuples():
+            n = o_idx[0]
+            _acc(GA, at(la, shape_a, n, where), G[o_idx] * B[at(lb, shape_b, n, where)])
+            _acc(GB, at(lb, shape_b, n, where), G[o_idx] * A[at(la, shape_a, n, where)])
+        if beta is not None and beta != 0:
+            GC = _empty(c.shape)
+            for idx in np.ndindex(*gy.shape):
+                _acc(GC, c_at(idx), GY[idx])
+            if beta != 1:
+                for idx in np.ndindex(*GC.shape):
+                    GC[idx] = GC[idx] * beta
+    return {
+        "output_shape": out,
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"a": a, "b": b, "c": c, "gy": gy, "y": _to_float(Y), "ga": _to_float(GA)},
+    }
+
+
+def attention_counts(
+    q_shape, k_shape, v_shape, batch, mode, mask=None, is_causal=False, scale=None, seed=0
+):
+    """Instrumented scaled dot-product attention, per head (the leading per-sample axes) and
+    per batch item, for q (L, E), k (S, E), v (S, Ev): scores s = Σ_d q·k, times scale, + a
+    float ``mask`` (an (L, S) array) or, for a boolean one (or is_causal), masked scores
+    replaced by -inf (a free selection); a stable softmax over each row (max by comparisons,
+    minus the max, exp, sum, divide); y = Σ_j p·v. In ``exact`` mode a score the causal mask
+    removes is never computed (its row is shorter); in ``dense`` every score is. Backward:
+    g_v = Σ_i p·ε, g_p = Σ_e ε·v, g_s = p·(g_p − Σ_j p·g_p), g_s·scale, g_q = Σ_j g_s·k,
+    g_k = Σ_i g_s·q, over the computed scores only. Random draws, in order: q, k, v, gy."""
+    _check_mode(mode)
+    *heads, L, E = q_shape
+    S, Ev = k_shape[-2], v_shape[-1]
+    factor = 1 / math.sqrt(E) if scale is None else scale
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((batch,) + tuple(q_shape))
+    k = rng.standard_normal((batch,) + tuple(k_shape))
+    v = rng.standard_normal((batch,) + tuple(v_shape))
+    gy = rng.standard_normal((batch,) + tuple(heads) + (L, Ev))
+    Q, K, V, GY = _wrap(q), _wrap(k), _wrap(v), _wrap(gy)
+    kept = mask.dtype == bool if mask is not None else False
+
+    def computed(i, j):
+        return not (is_causal and mode == "exact" and j > i)
+
+    def masked(i, j):
+        return (is_causal and j > i) or (kept and not mask[i, j])
+
+    instances = [(n,) + h for n in range(batch) for h in np.ndindex(*heads)]
+    Y, P = _empty(gy.shape), {}
+    with counting() as c_fwd:
+        for g in instances:
+            for i in range(L):
+                row = {}
+                for j in range(S):
+                    if not computed(i, j):
+                        continue
+                    s = _csum(Q[g + (i, d)] * K[g + (j, d)] for d in range(E)) * factor
+                    if mask is not None and not kept:
+                        s = s + float(mask[i, j])
+                    row[j] = Counted(-math.inf) if masked(i, j) else s
+                top = None
+                for s in row.values():
+                    top = s if top is None or s > top else top
+                ex = {j: c_exp(s - top) for j, s in row.items()}
+                total = _csum(ex.values())
+                P[g + (i,)] = {j: e / total for j, e in ex.items()}
+                for e in range(Ev):
+                    Y[g + (i, e)] = _csum(p * V[g + (j, e)] for j, p in P[g + (i,)].items())
+    GQ, GK, GV = _empty(q.shape), _empty(k.shape), _empty(v.shape)
+    with counting() as c_bin:
+        for g in instances:
+            for i in range(L):
+                row = P[g + (i,)]
+                for j, p in row.items():
+                    for e in range(Ev):
+                        _acc(GV, g + (j, e), p * GY[g + (i, e)])
+                gp = {j: _csum(GY[g + (i, e)] * V[g + (j, e)] for e in range(Ev)) for j in row}
+                dot = _csum(row[j] * gp[j] for j in row)
+                gs = {j: row[j] * (gp[j] - dot) * factor for j in row}
+                for d in range(E):
+                    GQ[g + (i, d)] = _csum(gs[j] * K[g + (j, d)] for j in row)
+                for j in row:
+                    for d in range(E):
+                        _acc(GK, g + (j, d), gs[j] * Q[g + (i, d)])
+    return {
+        "output_shape": tuple(heads) + (L, Ev),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"q": q, "k": k, "v": v, "gy": gy, "y": _to_float(Y), "gq": _to_float(GQ)},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Arithmetic with a parameter read in forward (param_arith)
+# ---------------------------------------------------------------------------------------
+
+
+def _param_source(idx, param_shape):
+    """The parameter entry that batched output entry ``idx`` reads: torch's broadcast, axes
+    aligned on the right, an axis of size 1 repeated."""
+    tail = idx[len(idx) - len(param_shape) :]
+    return tuple(0 if s == 1 else i for i, s in zip(tail, param_shape))
+
+
+def _param_binary_counts(op, input_shape, param_shape, batch, seed=0):
+    shape = (batch,) + tuple(int(v) for v in input_shape)
+    param_shape = tuple(int(v) for v in param_shape)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    p = rng.standard_normal(param_shape)
+    gy = rng.standard_normal(shape)
+    X, P, GY = _wrap(x), _wrap(p), _wrap(gy)
+    Y = _empty(shape)
+    with counting() as c_fwd:
+        for idx in np.ndindex(*shape):
+            pv = P[_param_source(idx, param_shape)]
+            Y[idx] = X[idx] * pv if op == "mul" else X[idx] + pv
+    GX = _empty(shape)
+    with counting() as c_bin:
+        for idx in np.ndindex(*shape):
+            # a product for mul; for add the gradient passes on unchanged (a copy)
+            GX[idx] = GY[idx] * P[_param_source(idx, param_shape)] if op == "mul" else GY[idx]
+    GP = _empty(param_shape)
+    with counting() as c_bw:
+        for idx in np.ndindex(*shape):
+            term = GY[idx] * X[idx] if op == "mul" else GY[idx]
+            _acc(GP, _param_source(idx, param_shape), term)
+    return {
+        "output_shape": tuple(int(v) for v in input_shape),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "backward_weight": c_bw.as_dict(),
+        "values": {
+            "x": x,
+            "p": p,
+            "gy": gy,
+            "y": _to_float(Y),
+            "gx": _to_float(GX),
+            "gp": _to_float(GP),
+        },
+    }
+
+
+def param_mul_counts(input_shape, param_shape, batch, seed=0):
+    """Instrumented y = x * p, p one parameter of ``param_shape`` (its full torch shape)
+    broadcast against every sample: one multiplication per output element; backward
+    g_x = gy * p, and g_p sums gy * x over the entries that read each p entry. Random draws,
+    in order: x, p, gy."""
+    return _param_binary_counts("mul", input_shape, param_shape, batch, seed)
+
+
+def param_add_counts(input_shape, param_shape, batch, seed=0):
+    """Instrumented y = x + p, p one parameter broadcast against every sample: one addition
+    per output element; backward g_x = gy (a copy), and g_p sums gy over the entries that read
+    each p entry. Random draws, in order: x, p, gy."""
+    return _param_binary_counts("add", input_shape, param_shape, batch, seed)
+
+
+def param_concat_counts(input_shape, dim, pieces, batch, seed=0):
+    """Instrumented concatenation of the input with parameter pieces along ``dim`` (PyTorch
+    numbering, batch = 0); ``pieces`` holds "input" once and each parameter's per-sample shape,
+    in order. Every sample copies each piece; backward: the input's part of gy is copied, and
+    each parameter entry sums its N terms of gy. Random draws: x, each piece, gy."""
+    shape = (batch,) + tuple(int(v) for v in input_shape)
+    axis = dim + len(shape) if dim < 0 else dim
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    params = [rng.standard_normal(tuple(p)) for p in pieces if p != "input"]
+    X, PS = _wrap(x), [_wrap(p) for p in params]
+    with counting() as c_fwd:
+        parts, given = [], iter(PS)
+        for piece in pieces:
+            if piece == "input":
+                parts.append(X)
+                continue
+            P = next(given)
+            part = _empty((batch,) + P.shape)
+            for n in range(batch):
+                for idx in np.ndindex(*P.shape):
+                    part[(n, *idx)] = P[idx]  # a copy per sample
+            parts.append(part)
+        Y = np.concatenate(parts, axis=axis)
+    gy = rng.standard_normal(Y.shape)
+    GY = _wrap(gy)
+    grads = []
+    with counting() as c_bin:
+        start = 0
+        for piece in pieces:
+            size = x.shape[axis] if piece == "input" else piece[axis - 1]
+            if piece == "input":
+                GX = np.take(GY, np.arange(start, start + size), axis=axis)  # a copy
+            start += size
+    with counting() as c_bw:
+        start = 0
+        for piece in pieces:
+            size = x.shape[axis] if piece == "input" else piece[axis - 1]
+            if piece != "input":
+                part = np.take(GY, np.arange(start, start + size), axis=axis)
+                G = _empty(tuple(piece))
+                for idx in np.ndindex(*part.shape):
+                    _acc(G, idx[1:], part[idx])
+                grads.append(_to_float(G))
+            start += size
+    return {
+        "output_shape": tuple(Y.shape[1:]),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "backward_weight": c_bw.as_dict(),
+        "values": {
+            "x": x,
+            "params": params,
+            "gy": gy,
+            "y": _to_float(Y),
+            "gx": _to_float(GX),
+            "gps": grads,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Interpolation (nn.Upsample / F.interpolate)
+# ---------------------------------------------------------------------------------------
+
+
+def _interp_axis_taps(length, out, factor, mode, align_corners, count):
+    """Per output of one axis, the (input index, weight) taps it reads, with the source
+    coordinate in exact rational arithmetic (PyTorch's rules, without float rounding).
+    ``factor`` is the scale factor the kernel is given (None: it uses L/O)."""
+    from fractions import Fraction
+
+    half = Fraction(1, 2)
+    s = 1 / Fraction(factor) if factor is not None else Fraction(length, out)
+    taps = []
+    for d in range(out):
+        if mode in ("nearest", "nearest-exact"):
+            offset = 0 if mode == "nearest" else half
+            taps.append([(min(math.floor((d + offset) * s), length - 1), 1.0)])
+            continue
+        if out == length:  # PyTorch's shortcut: weights (1, 0) on input d twice
+            i0 = i1 = d
+            lam = Fraction(0)
+        else:
+            if align_corners:
+                src = d * (Fraction(length - 1, out - 1) if out > 1 else Fraction(0))
+            else:
+                src = max(Fraction(0), (d + half) * s - half)
+            i0 = min(math.floor(src), length - 1)
+            lam = min(max(src - i0, Fraction(0)), Fraction(1))
+            i1 = min(i0 + 1, length - 1)
+        if count == "exact" and i0 == i1:
+            taps.append([(i0, 1.0)])
+        else:
+            taps.append([(i0, float(1 - lam)), (i1, float(lam))])
+    return taps
+
+
+def interpolate_counts(
+    input_shape,
+    size,
+    scale_factor,
+    mode,
+    align_corners,
+    recompute_scale_factor,
+    batch,
+    count,
+    seed=0,
+):
+    """Instrumented interpolation, literally: each output is the weighted sum of the corner
+    taps it reads, ``sum_t W_t * x[i_t]`` with ``W_t`` the product of the per-axis weights
+    (computed outside the count: they depend on the sizes only); an output of one tap is a
+    copy. ``exact`` reads one tap along an axis where both neighbours coincide; ``dense`` always
+    both. Backward: each tap scatters ``gy * W_t`` (a copy scatters gy) into its input entry,
+    first term as is. Random draws, in order: x, gy."""
+    _check_mode(count)
+    channels, spatial = _split_shape(input_shape)
+    nd = len(spatial)
+    if size is not None:
+        out = _tup(size, nd, "size")
+        factors = (None,) * nd
+    else:
+        given = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * nd
+        out = tuple(math.floor(float(L) * float(f)) for L, f in zip(spatial, given))
+        factors = (None,) * nd if recompute_scale_factor else tuple(float(f) for f in given)
+    axes = [
+        _interp_axis_taps(L, o, f, mode, bool(align_corners), count)
+        for L, o, f in zip(spatial, out, factors)
+    ]
+    plan = []
+    for o in np.ndindex(*out):
+        taps = []
+        for combo in itertools.product(*(axes[a][o[a]] for a in range(nd))):
+            index = tuple(i for i, _ in combo)
+            weight = math.prod(wt for _, wt in combo)
+            taps.append((index, weight))
+        plan.append((o, taps))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, channels) + spatial)
+    gy = rng.standard_normal((batch, channels) + out)
+    X, GY = _wrap(x), _wrap(gy)
+    Y = _empty(gy.shape)
+    with counting() as c_fwd:
+        for n, c in _channel_loop(batch, channels):
+            for o, taps in plan:
+                if len(taps) == 1:
+                    Y[(n, c) + o] = X[(n, c) + taps[0][0]]  # a copy
+                else:
+                    Y[(n, c) + o] = _csum(X[(n, c) + i] * wt for i, wt in taps)
+    GX = _empty(x.shape)
+    with counting() as c_bin:
+        for n, c in _channel_loop(batch, channels):
+            for o, taps in plan:
+                g = GY[(n, c) + o]
+                for i, wt in taps:
+                    _acc(GX, (n, c) + i, g if len(taps) == 1 else g * wt)
+    return {
+        "output_shape": (channels,) + out,
+        "forward": c_fwd.as_dict(("mults", "adds")),
+        "backward_input": c_bin.as_dict(("mults", "adds")),
+        "values": {"x": x, "gy": gy, "y": _to_float(Y), "gx": _to_float(GX)},
+    }
+
+
+def scalar_counts(op, value, input_shape, batch, seed=0):
+    """Instrumented ``x op value`` elementwise, and its input gradient (ε·c, ε/c, or ε passed
+    on unchanged). Random draws, in order: x, gy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *input_shape))
+    gy = rng.standard_normal((batch, *input_shape))
+    X, GY = _wrap(x), _wrap(gy)
+    c = Counted(value)
+    Y, GX = _empty(x.shape), _empty(x.shape)
+    with counting() as c_fwd:
+        for idx in np.ndindex(*x.shape):
+            a = X[idx]
+            if op == "mul":
+                Y[idx] = a * c
+            elif op == "add":
+                Y[idx] = a + c
+            elif op == "sub":
+                Y[idx] = a - c
+            else:
+                Y[idx] = a / c
+    with counting() as c_bin:
+        for idx in np.ndindex(*x.shape):
+            g = GY[idx]
+            GX[idx] = g * c if op == "mul" else g / c if op == "div" else g
+    return {
+        "output_shape": tuple(input_shape),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"x": x, "gy": gy, "y": _to_float(Y)},
     }

@@ -225,6 +225,16 @@ def _binary(op: str, spec: type[Op]) -> dict[str, registry.CallRule]:
     operator, torch and Tensor forms of ``op``, in place or not."""
 
     def rule(call: registry.TorchCall) -> Op:
+        if len(call.operands) == 1 and any(
+            isinstance(a, registry.Constant) for a in (*call.leading, *call.args)
+        ):
+            from .param_arith import binary_rule  # a parameter operand: its own family
+
+            return binary_rule(op, call)
+        if len(call.operands) == 1 and call.args and isinstance(call.args[0], (int, float)):
+            from .scalar import scalar_rule  # a number: its own family
+
+            return scalar_rule(op, call)
         if len(call.args) != 1 or set(call.kwargs) - {"out"} or call.kwargs.get("out") is not None:
             raise registry.Unsupported("not a plain binary call (alpha or extra arguments)")
         if len(call.operands) != 2:

@@ -480,12 +480,50 @@ CONV_OPTIONS = (
     Option("bias", "bias", "--no-bias", switch=False, help="no bias"),
 )
 
+
+def _conv_call(ndim: int) -> registry.CallRule:
+    """F.conv{n}d(x, weight, bias, stride, padding, dilation, groups), the weight a parameter
+    or built from parameters (a weight-standardised conv): its spec read off the weight."""
+
+    def rule(call: registry.TorchCall) -> ConvSpec:
+        weight, bias, stride, padding, dilation, groups = call.bind(
+            ("weight", None),
+            ("bias", None),
+            ("stride", 1),
+            ("padding", 0),
+            ("dilation", 1),
+            ("groups", 1),
+        )
+        weight = registry.constant(weight, "weight")
+        registry.constant(bias, "bias", optional=True)
+        kernel = weight.shape[2:]
+        in_channels = call.operands[0][0]
+        return ConvSpec.create(
+            ndim,
+            in_channels,
+            weight.shape[0],
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias is not None,
+        )
+
+    return rule
+
+
 FAMILY = registry.register_twins(
     "conv",
     ConvSpec,
     (Conv1d, Conv2d, Conv3d),
     (conv1d, conv1d_backward, conv2d, conv2d_backward, conv3d, conv3d_backward),
     "in_channels",
+    functions={
+        f"{root}.conv{d}d": _conv_call(d)
+        for d in RANKS
+        for root in ("torch", "torch.nn.functional")
+    },
     kinds=(
         LayerKind(
             "conv",

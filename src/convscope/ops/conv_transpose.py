@@ -394,6 +394,38 @@ ConvTranspose1d, ConvTranspose2d, ConvTranspose3d = (
 # -- registration -------------------------------------------------------------------------------
 
 
+def _conv_transpose_call(ndim: int) -> registry.CallRule:
+    """F.conv_transpose{n}d(x, weight, bias, stride, padding, output_padding, groups,
+    dilation), the weight a parameter: its spec read off the weight (C_in, C_out / g, k…)."""
+
+    def rule(call: registry.TorchCall) -> ConvTransposeSpec:
+        weight, bias, stride, padding, output_padding, groups, dilation = call.bind(
+            ("weight", None),
+            ("bias", None),
+            ("stride", 1),
+            ("padding", 0),
+            ("output_padding", 0),
+            ("groups", 1),
+            ("dilation", 1),
+        )
+        weight = registry.constant(weight, "weight")
+        registry.constant(bias, "bias", optional=True)
+        return ConvTransposeSpec.create(
+            ndim,
+            call.operands[0][0],
+            weight.shape[1] * groups,
+            weight.shape[2:],
+            stride,
+            padding,
+            output_padding,
+            groups,
+            bias is not None,
+            dilation,
+        )
+
+    return rule
+
+
 FAMILY = registry.register_twins(
     "conv_transpose",
     ConvTransposeSpec,
@@ -407,6 +439,11 @@ FAMILY = registry.register_twins(
         conv_transpose3d_backward,
     ),
     "in_channels",
+    functions={
+        f"{root}.conv_transpose{d}d": _conv_transpose_call(d)
+        for d in RANKS
+        for root in ("torch", "torch.nn.functional")
+    },
     kinds=(
         LayerKind(
             "conv-transpose",

@@ -107,8 +107,14 @@ class LinearSpec(Op):
         )
 
     def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
-        """Every output mixes every entry of the last axis: the field is global."""
-        return field.as_global()
+        """Every output mixes every entry of the last axis: along a spatial axis the field is
+        global; along the channels (channels last, tokens) each position keeps its own."""
+        if field.global_ or field.unknown:
+            return field
+        axes = field.spatial_axes(len(input_shape))
+        if axes is None:
+            return field.as_unknown()
+        return field.as_global() if len(input_shape) - 1 in axes else field
 
     linear_map = not_a_convolution
 
@@ -195,6 +201,27 @@ def _build(values: dict[str, Any], ctx: Context) -> Module:
     return Linear(in_features, values.pop("out_features", in_features), **values)
 
 
+def _linear_call(call: registry.TorchCall) -> LinearSpec:
+    """F.linear(x, weight, bias), the weight a parameter (out_features, in_features)."""
+    weight, bias = call.bind(("weight", None), ("bias", None))
+    weight = registry.constant(weight, "weight")
+    registry.constant(bias, "bias", optional=True)
+    if len(weight.shape) != 2:
+        raise registry.Unsupported(f"a weight of shape {weight.shape}, not 2-D")
+    return LinearSpec(weight.shape[1], weight.shape[0], bias is not None)
+
+
+def _addmm_call(call: registry.TorchCall) -> LinearSpec:
+    """torch.addmm(bias, x, weight_t) with beta = alpha = 1: a linear layer on rows."""
+    (weight,) = call.bind(("mat2", None))
+    beta, alpha = call.kwargs.get("beta", 1), call.kwargs.get("alpha", 1)
+    if len(call.leading) != 1 or beta != 1 or alpha != 1:
+        raise registry.Unsupported("not bias + x @ weight (scaled, or the bias computed)")
+    weight = registry.constant(weight, "weight")
+    registry.constant(call.leading[0], "bias")
+    return LinearSpec(weight.shape[0], weight.shape[1], True)
+
+
 FAMILY = registry.register_twins(
     "linear",
     LinearSpec,
@@ -202,6 +229,11 @@ FAMILY = registry.register_twins(
     (linear, linear_backward),
     "in_features",
     -1,
+    functions={
+        "torch.nn.functional.linear": _linear_call,
+        "torch.addmm": _addmm_call,
+        "Tensor.addmm": _addmm_call,
+    },
     kinds=(
         LayerKind(
             "linear",

@@ -43,9 +43,14 @@ class StructuralOp(Op):
 
 
 class MovingOp(StructuralOp):
-    """A reshape, reordering or view: each output entry is one input entry (``moves_values``)."""
+    """A reshape, reordering or view: each output entry is one input entry and keeps its field;
+    where the axes are merged or split, the field follows the spatial axes (``Field.relaid``)."""
 
-    receptive_field = moves_values
+    def receptive_field(self, field: Field, input_shape: Any, output_shape: Shape) -> Field:
+        """Each output entry is one input entry; a change of rank moves the spatial axes."""
+        if len(input_shape) == len(output_shape):
+            return field
+        return field.relaid(tuple(input_shape), tuple(output_shape))
 
 
 def free_cost(w: Working, why: str) -> Cost:
@@ -286,6 +291,10 @@ class PermuteSpec(MovingOp):
 
     _cost = no_arithmetic("A reordering (at most a copy): no arithmetic.")
 
+    def receptive_field(self, field: Field, input_shape: Any, output_shape: Shape) -> Field:
+        """Each output entry is one input entry; the spatial axes move with the reordering."""
+        return field.permuted(self.dims)
+
 
 @dataclass(frozen=True)
 class SliceSpec(MovingOp):
@@ -337,6 +346,10 @@ def batch_free_dim(dim: Any, rank: int) -> int:
 
 def _cat(call: registry.TorchCall) -> Op | None:
     (dim,) = call.bind(("dim", 0))
+    if len(call.operands) == 1 and call.output != call.operands[0]:
+        from .param_arith import concat_rule  # the other pieces are parameters: their family
+
+        return concat_rule(call, dim)
     if len(call.operands) == 1:
         return None  # the one tensor itself
     batch_free_dim(dim, call.rank)

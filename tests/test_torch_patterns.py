@@ -1,0 +1,113 @@
+"""Every pattern of today's timm and torchvision models (tests/torch_patterns.py), checked
+against PyTorch itself: parameters and buffers equal the model's unique tensors, MACs equal
+FlopCounterMode's FLOPs / 2, and the shapes are those of a real forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as tnn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from convscope import summary
+from tests.torch_patterns import PATTERNS, MyBN, MyConv
+
+
+def flop_counter_macs(model: tnn.Module, shape: tuple[int, ...]) -> int:
+    # CPU attention of 4-D (multi-head) inputs runs a fused kernel that FlopCounterMode does
+    # not count at all (torch 2.13); its math path is two bmm, which it counts
+    with sdpa_kernel(SDPBackend.MATH), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, *shape))
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def unique_numel(tensors) -> int:
+    return sum(t.numel() for t in {id(t): t for t in tensors}.values())
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+def test_pattern_params_and_macs_equal_pytorch(name):
+    make, shape = PATTERNS[name]
+    torch.manual_seed(0)
+    model = make().eval()
+    report = summary(model, shape)
+    assert report.total_params == unique_numel(model.parameters())
+    assert report.trainable_params == unique_numel(p for p in model.parameters() if p.requires_grad)
+    assert report.total_buffers == unique_numel(model.buffers())
+    assert report.total_macs == flop_counter_macs(model, shape)
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+def test_pattern_nothing_with_a_rule_is_left_out(name):
+    make, shape = PATTERNS[name]
+    report = summary(make(), shape)
+    # interpolation and padding have rules (their families); roll only moves values
+    assert report.unsupported == [], report.unsupported
+
+
+def test_a_subclass_is_its_torch_base():
+    model = tnn.Sequential(MyConv(8, 8, 3, padding=1), MyBN(8), tnn.ReLU())
+    report = summary(model, (8, 16, 16))
+    assert [r.kind for r in report.layers[1:]] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert report.total_macs == 8 * 8 * 9 * 16 * 16 == flop_counter_macs(model, (8, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [tnn.Conv2d(8, 8, 3, padding=1), tnn.ConvTranspose2d(8, 4, 3, stride=2), tnn.BatchNorm2d(8)],
+    ids=lambda m: type(m).__name__,
+)
+def test_a_bare_layer_is_a_one_layer_model(layer):
+    report = summary(layer, (8, 16, 16))
+    leaves = [r for r in report.layers if not r.container]
+    assert [r.kind for r in leaves] == [type(layer).__name__]
+    assert report.total_params == sum(p.numel() for p in layer.parameters())
+    assert report.total_macs == flop_counter_macs(layer.eval(), (8, 16, 16))
+
+
+def test_cat_of_chunk_is_slices_and_a_concat():
+    make, shape = PATTERNS["cat_chunk"]
+    report = summary(make(), shape)
+    kinds = [r.kind for r in report.layers if not r.container]
+    assert kinds.count("Slice") == 4 and kinds.count("Concat") == 2
+
+
+def test_tied_and_unused_parameters_are_counted_once():
+    make, shape = PATTERNS["tied"]
+    model = make()
+    report = summary(model, shape)
+    rows = {r.name: r.params for r in report.layers if not r.container}
+    assert rows["a"] == 4 * 4 * 9 + 4  # the shared weight with the layer that reads it first
+    assert rows["b"] == 4  # its own bias only
+    assert rows["a_1"] == 0  # the second call of a
+    assert rows["unused.weight"] + rows["unused.bias"] == 12  # on rows of their own
+
+
+def test_a_model_that_branches_on_sizes_is_read():
+    """MobileViT's check and TF-same padding: plain Python on the input's size."""
+    make, shape = PATTERNS["mobilevit_unfold"]
+    report = summary(make(), shape)
+    assert report.layers[0].output_shape == (8, 8, 10)
+    assert report.method.startswith("run once")
+
+
+def test_channels_last_linear_keeps_the_field():
+    make, shape = PATTERNS["convnext"]
+    report = summary(make(), shape)
+    rows = {r.name: r for r in report.layers}
+    block = "2"  # the first ConvNeXt block
+    assert rows[f"{block}.dwconv"].field.size[0] == 4 + 6 * 4  # stem 4, then a 7-tap window
+    for layer in ("norm", "pwconv1", "act", "pwconv2"):
+        assert rows[f"{block}.{layer}"].field == rows[f"{block}.dwconv"].field.permuted(
+            (0, 2, 3, 1)
+        )
+
+
+def test_window_attention_is_not_called_global():
+    make, shape = PATTERNS["swin"]
+    report = summary(make(), shape)
+    attention = [r for r in report.layers if r.repeat != 1 and r.field is not None]
+    assert attention and not any(r.field.global_ and not r.field.unknown for r in attention)
