@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as tnn
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -111,3 +112,44 @@ def test_window_attention_is_not_called_global():
     report = summary(make(), shape)
     attention = [r for r in report.layers if r.repeat != 1 and r.field is not None]
     assert attention and not any(r.field.global_ and not r.field.unknown for r in attention)
+
+
+class Functional(tnn.Module):
+    """Every functional form a family maps, called on the module's own parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = tnn.Conv2d(4, 6, 3, padding=1)
+        self.convt = tnn.ConvTranspose2d(6, 4, 2, stride=2)
+        self.gn = tnn.GroupNorm(2, 4)
+        self.inorm = tnn.InstanceNorm2d(4, affine=True)
+        self.fc = tnn.Linear(4, 5)
+        self.fc2 = tnn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.conv.weight, self.conv.bias, 1, 1)
+        x = F.conv_transpose2d(x, self.convt.weight, self.convt.bias, stride=2)
+        x = F.group_norm(x, 2, self.gn.weight, self.gn.bias)
+        x = F.instance_norm(x, weight=self.inorm.weight, bias=self.inorm.bias)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        x = F.linear(x, self.fc.weight, self.fc.bias)
+        return torch.addmm(self.fc2.bias, x, self.fc2.weight.t())
+
+
+def test_functional_forms_count_as_their_layers():
+    model = Functional()
+    report = summary(model, (4, 6, 6))
+    kinds = [r.kind for r in report.layers if not r.container and r.kind != "Move"]
+    assert kinds == [
+        "Conv2d",
+        "ConvTranspose2d",
+        "GroupNorm",
+        "InstanceNorm2d",
+        "AdaptiveAvgPool2d",
+        "Flatten",
+        "Linear",
+        "Linear",
+    ]
+    assert report.unsupported == []
+    assert report.total_params == unique_numel(model.parameters())
+    assert report.total_macs == flop_counter_macs(model, (4, 6, 6))

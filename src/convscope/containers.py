@@ -215,33 +215,46 @@ class Concat(Container):
 
 
 @dataclass(frozen=True)
-class OpaqueSpec(Op):
-    """An operation convscope cannot count: it passes on a known output shape, and the graph
-    lists it in ``unsupported``, so that the totals say what they leave out."""
+class RunShapeSpec(Op):
+    """A step of a traced model whose output shape the run gave (``shape``), not a rule of
+    one sample; ``label`` names the call. Neither parameters (the model's are on the step
+    that reads them) nor MACs of its own."""
 
     label: str
     shape: Shape
 
-    name = "NOT COUNTED"
     _positional: ClassVar = ("label",)
     _hidden: ClassVar = ("shape",)
+    _shape_note: ClassVar[str]
+    _cost_note: ClassVar[str]
 
     def _check_input(self, input_shape: object) -> object:
         return input_shape
 
     def _shape(self, input_shape: object, w: Working) -> Shape:
         w.section("Output shape")
-        w.note(f"As traced: {shape_text(self.shape)}; the operation itself is not counted.")
+        w.note(f"{self.label}: {self._shape_note} {shape_text(self.shape)}.")
         return tuple(self.shape)
 
     def _cost(
         self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
     ) -> Cost:
-        w.note(f"{self.label}: not counted (listed as unsupported).")
+        w.section("Cost")
+        w.note(self._cost_note)
         return Cost(OpCount(), OpCount())
 
-    _params = no_params  # its own parameters are the model's, listed with it
+    _params = no_params
     _macs = no_macs
+
+
+@dataclass(frozen=True)
+class OpaqueSpec(RunShapeSpec):
+    """An operation convscope cannot count: it passes on a known output shape, and the graph
+    lists it in ``unsupported``, so that the totals say what they leave out."""
+
+    name = "NOT COUNTED"
+    _shape_note = "as the run gave it (the operation itself is not counted):"
+    _cost_note = "Not counted (listed as unsupported)."
     linear_map = not_linear("is an operation convscope does not count")
 
     def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
@@ -250,36 +263,15 @@ class OpaqueSpec(Op):
 
 
 @dataclass(frozen=True)
-class RegroupSpec(Op):
+class RegroupSpec(RunShapeSpec):
     """Values of a traced model moved where no structural rule of one sample describes it (the
     batch axis regrouped into windows, heads or tokens and back, a roll, an index): each output
     entry is one input entry, so there is no arithmetic and each entry keeps its receptive
     field. Only a graph has it: the run gives its output shape."""
 
-    call: str
-    shape: Shape
-
     name = "Move"
-    _positional: ClassVar = ("call",)
-    _hidden: ClassVar = ("shape",)
-
-    def _check_input(self, input_shape: object) -> object:
-        return input_shape
-
-    def _shape(self, input_shape: object, w: Working) -> Shape:
-        w.section("Output shape")
-        w.note(f"{self.call} moves values, as the run laid them out: {shape_text(self.shape)}.")
-        return tuple(self.shape)
-
-    def _cost(
-        self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
-    ) -> Cost:
-        w.section("Cost")
-        w.note("Values only move: no arithmetic.")
-        return Cost(OpCount(), OpCount())
-
-    _params = no_params
-    _macs = no_macs
+    _shape_note = "moves values, as the run laid them out:"
+    _cost_note = "Values only move: no arithmetic."
     linear_map = not_linear("regroups the batch axis, which a per-sample map cannot")
 
     def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:

@@ -31,7 +31,7 @@ from ..kernels.normalize import (
     scale_shift,
 )
 from ..module import Module
-from .base import RANKS, LinearMap, Op, of_rank, rank_class
+from .base import RANKS, LinearMap, of_rank, rank_class
 from .conv import ConvSpec
 from .normalizing import (
     ChannelNorm,
@@ -39,6 +39,8 @@ from .normalizing import (
     NormModule,
     NormSpec,
     _expect_channels,
+    channel_norm_call,
+    norm_call,
 )
 
 if TYPE_CHECKING:
@@ -558,74 +560,6 @@ def _build_bn(values: dict[str, Any], ctx: Context) -> Module:
     return of_rank((BatchNorm1d, BatchNorm2d, BatchNorm3d), ctx.ndim)(ctx.channels).eval()
 
 
-def _channel_norm_call(classes: tuple[type[ChannelNorm], ...], instance: bool) -> registry.CallRule:
-    """F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) and
-    F.instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps):
-    the module of the input's rank, affine and tracked as the tensors given say."""
-
-    def rule(call: registry.TorchCall) -> Op:
-        if instance:
-            mean, var, weight, bias, _, momentum, eps = call.bind(
-                ("running_mean", None),
-                ("running_var", None),
-                ("weight", None),
-                ("bias", None),
-                ("use_input_stats", True),
-                ("momentum", 0.1),
-                ("eps", 1e-5),
-            )
-        else:
-            mean, var, weight, bias, _, momentum, eps = call.bind(
-                ("running_mean", None),
-                ("running_var", None),
-                ("weight", None),
-                ("bias", None),
-                ("training", False),
-                ("momentum", 0.1),
-                ("eps", 1e-5),
-            )
-        for value, what in ((mean, "running mean"), (var, "running variance")):
-            registry.constant(value, what, optional=True)
-        registry.constant(weight, "weight", optional=True)
-        registry.constant(bias, "bias", optional=True)
-        rank = len(call.operands[0])
-        ndim = 1 if rank <= 2 and not instance else rank - 1
-        cls = of_rank(classes, ndim)
-        module = cls(
-            call.operands[0][0],
-            eps,
-            momentum,
-            weight is not None,
-            mean is not None,
-            bias=weight is None or bias is not None,
-        )
-        return module.spec
-
-    return rule
-
-
-def _layer_norm_call(call: registry.TorchCall) -> Op:
-    """F.layer_norm(x, normalized_shape, weight, bias, eps)."""
-    shape, weight, bias, eps = call.bind(
-        ("normalized_shape", None), ("weight", None), ("bias", None), ("eps", 1e-5)
-    )
-    registry.constant(weight, "weight", optional=True)
-    registry.constant(bias, "bias", optional=True)
-    affine = weight is not None
-    return LayerNormSpec(tuple(shape), eps, affine, affine and bias is not None)
-
-
-def _group_norm_call(call: registry.TorchCall) -> Op:
-    """F.group_norm(x, num_groups, weight, bias, eps)."""
-    groups, weight, bias, eps = call.bind(
-        ("num_groups", None), ("weight", None), ("bias", None), ("eps", 1e-5)
-    )
-    registry.constant(weight, "weight", optional=True)
-    registry.constant(bias, "bias", optional=True)
-    affine = weight is not None
-    return GroupNormSpec(groups, call.operands[0][0], eps, affine, affine and bias is not None)
-
-
 BATCH_NORM = registry.register_twins(
     "batchnorm",
     BatchNormSpec,
@@ -633,10 +567,10 @@ BATCH_NORM = registry.register_twins(
     (batch_norm, batch_norm_backward),
     "num_features",
     functions={
-        "torch.nn.functional.batch_norm": _channel_norm_call(
-            (BatchNorm1d, BatchNorm2d, BatchNorm3d), False
+        "torch.nn.functional.batch_norm": channel_norm_call(
+            (BatchNorm1d, BatchNorm2d, BatchNorm3d), "training"
         ),
-        "torch.batch_norm": _channel_norm_call((BatchNorm1d, BatchNorm2d, BatchNorm3d), False),
+        "torch.batch_norm": channel_norm_call((BatchNorm1d, BatchNorm2d, BatchNorm3d), "training"),
     },
     kinds=(LayerKind("bn", (), _build_bn, help="an eval-mode BatchNorm"),),
 )
@@ -646,7 +580,8 @@ LAYER_NORM = registry.register_twins(
     (LayerNorm,),
     (layer_norm, layer_norm_backward),
     functions=dict.fromkeys(
-        ("torch.nn.functional.layer_norm", "torch.layer_norm"), _layer_norm_call
+        ("torch.nn.functional.layer_norm", "torch.layer_norm"),
+        norm_call("normalized_shape", lambda x, shape, *rest: LayerNormSpec(tuple(shape), *rest)),
     ),
 )
 GROUP_NORM = registry.register_twins(
@@ -656,7 +591,8 @@ GROUP_NORM = registry.register_twins(
     (group_norm, group_norm_backward),
     "num_channels",
     functions=dict.fromkeys(
-        ("torch.nn.functional.group_norm", "torch.group_norm"), _group_norm_call
+        ("torch.nn.functional.group_norm", "torch.group_norm"),
+        norm_call("num_groups", lambda x, groups, *rest: GroupNormSpec(groups, x[0], *rest)),
     ),
 )
 INSTANCE_NORM = registry.register_twins(
@@ -666,8 +602,8 @@ INSTANCE_NORM = registry.register_twins(
     (instance_norm, instance_norm_backward),
     "num_features",
     functions={
-        "torch.nn.functional.instance_norm": _channel_norm_call(
-            (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d), True
+        "torch.nn.functional.instance_norm": channel_norm_call(
+            (InstanceNorm1d, InstanceNorm2d, InstanceNorm3d), "use_input_stats"
         ),
     },
 )

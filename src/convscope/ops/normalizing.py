@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from .. import registry
 from ..arrays import float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import ShapeError
@@ -23,7 +24,7 @@ from ..kernels.normalize import (
     per_channel,
 )
 from ..module import Module, Parameter, constant_init
-from .base import Op, no_macs, not_linear, same_shape
+from .base import Op, no_macs, not_linear, of_rank, same_shape
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -286,3 +287,54 @@ class ChannelNorm(NormModule):
         weight = self._data(self.weight)
         gamma = None if weight is None else per_channel(weight, x.ndim)
         return self._gradients(grad_out, x, saved, gamma, channel_axes(x, False))
+
+
+# -- the functional forms' torch rules -----------------------------------------------------------
+
+
+def _parameters(*values: Any) -> None:
+    """The tensors a functional norm is given must be the model's (or None)."""
+    for value in values:
+        registry.constant(value, "statistic or affine parameter", optional=True)
+
+
+def channel_norm_call(classes: Sequence[type[Module]], flag: str) -> registry.CallRule:
+    """F.batch_norm / F.instance_norm(x, running_mean, running_var, weight, bias, ``flag``,
+    momentum, eps): the module of the input's rank, affine and tracked as the tensors given
+    say."""
+
+    def rule(call: registry.TorchCall) -> Op:
+        mean, var, weight, bias, _, momentum, eps = call.bind(
+            ("running_mean", None),
+            ("running_var", None),
+            ("weight", None),
+            ("bias", None),
+            (flag, None),
+            ("momentum", 0.1),
+            ("eps", 1e-5),
+        )
+        _parameters(mean, var, weight, bias)
+        cls = of_rank(tuple(classes), max(len(call.operands[0]) - 1, 1))
+        affine = weight is not None
+        channels = call.operands[0][0]
+        module = cls(
+            channels, eps, momentum, affine, mean is not None, bias=not affine or bias is not None
+        )
+        return module.spec
+
+    return rule
+
+
+def norm_call(first: str, build: Any) -> registry.CallRule:
+    """F.layer_norm(x, normalized_shape, …) and F.group_norm(x, num_groups, …): ``build(x's
+    shape, first, eps, affine, bias)`` makes the spec."""
+
+    def rule(call: registry.TorchCall) -> Op:
+        value, weight, bias, eps = call.bind(
+            (first, None), ("weight", None), ("bias", None), ("eps", 1e-5)
+        )
+        _parameters(weight, bias)
+        affine = weight is not None
+        return build(call.operands[0], value, eps, affine, affine and bias is not None)
+
+    return rule
