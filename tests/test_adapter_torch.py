@@ -485,3 +485,23 @@ def test_adaptive_avg_pool_to_one_equals_the_spatial_mean():
     pool = AdaptivePoolSpec.create(2, "avg", 1).cost((3, 5, 4), batch=2)
     mean = MeanSpec((2, 3), keepdim=True).cost((3, 5, 4), batch=2)
     assert (pool.forward, pool.backward_input) == (mean.forward, mean.backward_input)
+
+
+@pytest.mark.parametrize(
+    "slices",
+    [[(0, 3), (3, 6)], [(0, 4), (2, 6)], [(1, 2)], [(0, 6), (0, 6), (2, 5)]],
+    ids=["disjoint", "overlapping", "one", "nested"],
+)
+@pytest.mark.parametrize("whole", [0, 1, 2])
+def test_gradient_sums_of_slices_and_readers_count_each_entry(slices, whole):
+    """The adds that sum the gradients written into one tensor, against a count per entry."""
+    from convscope.containers import gradient_sum_adds
+    from convscope.ops.structural import SliceSpec
+
+    shape = (6, 3)
+    writes = np.full(shape, whole)
+    for start, stop in slices:
+        writes[start:stop] += 1
+    expected = int(np.maximum(writes - 1, 0).sum())
+    readers = [SliceSpec(1, a, b) for a, b in slices] + [AddSpec()] * whole
+    assert gradient_sum_adds(shape, readers) == (expected, False)

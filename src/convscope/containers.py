@@ -13,7 +13,7 @@ import numpy as np
 from .counting import Cost, OpCount, ParamCount
 from .errors import ConvScopeError
 from .explain import Working, shape_text
-from .geometry import Shape
+from .geometry import Shape, prod
 from .module import Module
 from .ops.arithmetic import AddSpec
 from .ops.base import Op, no_macs, no_params, not_linear
@@ -41,6 +41,29 @@ def add_costs(costs: Sequence[Cost]) -> Cost:
 def fork_cost(shape: Shape, batch: int, branches: int) -> Cost:
     """An input read by several branches receives the sum of their gradients."""
     return Cost(OpCount(), AddSpec().cost([shape] * branches, batch).forward)
+
+
+def gradient_sum_adds(shape: Shape, readers: Sequence[Op]) -> tuple[int, bool]:
+    """Additions, per sample, that sum the gradients ``readers`` write into a tensor of
+    ``shape`` (an entry written c times costs c − 1), and whether that is an upper bound. A
+    slice writes its interval only; the parts of one split (unbind) together write each entry
+    once; any other reader writes every entry. Slices along two axes are counted as whole
+    readers: an upper bound."""
+    slices = [spec for spec in readers if isinstance(spec, SliceSpec)]
+    parts = [spec for spec in readers if getattr(spec, "selects_part", False)]
+    whole = len(readers) - len(parts) + (len(parts) > len(slices))
+    total = prod(shape)
+    if not slices:
+        return max(whole - 1, 0) * total, False
+    if len({spec.dim for spec in slices}) > 1:
+        return (whole + len(slices) - 1) * total, True
+    size = shape[slices[0].dim - 1]
+    points = sorted({0, size, *(s.start for s in slices), *(s.stop for s in slices)})
+    adds = 0
+    for a, b in zip(points, points[1:]):  # segments between slice boundaries, not entries
+        covering = sum(s.start <= a and b <= s.stop for s in slices)
+        adds += max(whole + covering - 1, 0) * (b - a) * (total // size)
+    return adds, False
 
 
 class Container(Module):
@@ -269,7 +292,10 @@ class RegroupSpec(RunShapeSpec):
     entry is one input entry, so there is no arithmetic and each entry keeps its receptive
     field. Only a graph has it: the run gives its output shape."""
 
+    selects_part: bool = False  # one of the parts of a split (unbind, an index)
+
     name = "Move"
+    _hidden: ClassVar = ("shape", "selects_part")
     _shape_note = "moves values, as the run laid them out:"
     _cost_note = "Values only move: no arithmetic."
     linear_map = not_linear("regroups the batch axis, which a per-sample map cannot")
@@ -377,24 +403,22 @@ class Graph(Container):
 
     def fork_costs(self, shapes: Mapping[str, Shape], batch: int) -> dict[str, OpCount]:
         """The gradient sums of outputs read by several steps, keyed by the step that pays:
-        the producer, or for the graph's input its first reader. Slices of one output write
-        disjoint parts of its gradient, so together they count as one reader."""
+        the producer, or for the graph's input its first reader (``gradient_sum_adds``)."""
         readers: dict[str, list[Node]] = {}
         for node in self.nodes.values():
             for name in node.inputs:
                 readers.setdefault(name, []).append(node)
         forks = {}
         for name, nodes in readers.items():
-            k = sum(not isinstance(n.spec, SliceSpec) for n in nodes)
-            k += any(isinstance(n.spec, SliceSpec) for n in nodes)
-            if k > 1:
+            adds, bound = gradient_sum_adds(shapes[name], [n.spec for n in nodes])
+            if adds:
                 payer = (
                     name
                     if name in self.nodes
                     else next(step for step, n in self.nodes.items() if name in n.inputs)
                 )
                 runs = self.nodes[name].repeat if name in self.nodes else 1
-                forks[payer] = fork_cost(shapes[name], batch * runs, k).backward_input
+                forks[payer] = OpCount(adds=batch * runs * adds, upper_bound=bound)
         return forks
 
     def cost(self, input_shape: Sequence[int], batch: int = 1, count: str = "exact") -> Cost:

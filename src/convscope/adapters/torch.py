@@ -609,7 +609,7 @@ class _Recorder(TorchFunctionMode):
             shape = self._free(t)
             step = self._name(path.rsplit(".", 1)[-1])
             repeat = int(t.shape[0]) // RUN_BATCH if t.shape[0] % RUN_BATCH == 0 else 1
-            spec = RegroupSpec(path, shape)
+            spec = RegroupSpec(path, shape, len(flat) > 1 or path.endswith("__getitem__"))
             self.nodes[step] = Node(spec, steps, None, params=self._claim(reads), repeat=repeat)
             self.shapes[step] = shape
             self._bind(t, step)

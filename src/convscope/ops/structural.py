@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -303,6 +303,9 @@ class SliceSpec(MovingOp):
     dim: int
     start: int
     stop: int
+
+    #: slices of one tensor write disjoint parts of its gradient (``Graph.fork_costs``)
+    selects_part: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.stop:
