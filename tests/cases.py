@@ -18,7 +18,7 @@ import torch.nn as tnn
 
 from convscope import functional as F
 from convscope import nn
-from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec
+from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec, SumSpec
 from convscope.ops.attention import AttentionSpec
 from convscope.ops.matmul import MatmulSpec
 from convscope.ops.structural import ConcatSpec, PermuteSpec, ReshapeSpec, SliceSpec
@@ -866,4 +866,25 @@ CASES["scalar"] = [
     _scalar_case("sub", 1.5, lambda x, c: x - c),
     _scalar_case("div", 6.0, lambda x, c: x / c),
     _scalar_case("mul", -2, lambda x, c: torch.mul(x, c)),
+]
+
+
+CASES["sum"] = [
+    Case(
+        "sum",
+        f"Sum-{dims}-{keepdim}",
+        lambda dims=dims, keepdim=keepdim: SumSpec(dims, keepdim),
+        lambda dims=dims, keepdim=keepdim: lambda x: x.sum(dims, keepdim=keepdim),
+        ((2, 3, 4),),
+        same_in_both_modes(
+            lambda batch, dims=dims, keepdim=keepdim: ref.sum_counts(
+                (2, 3, 4), dims, keepdim, batch
+            )
+        ),
+        run=graph_run(
+            lambda x, dims=dims, keepdim=keepdim: F.sum(x, dims, keepdim),
+            lambda g, x, dims=dims, keepdim=keepdim: F.sum_backward(g, x, dims, keepdim),
+        ),
+    )
+    for dims, keepdim in (((1,), False), ((2, 3), True), ((3,), True), ((2, 3), False))
 ]

@@ -153,3 +153,17 @@ def test_functional_forms_count_as_their_layers():
     assert report.unsupported == []
     assert report.total_params == unique_numel(model.parameters())
     assert report.total_macs == flop_counter_macs(model, (4, 6, 6))
+
+
+def test_work_on_parameters_is_counted_once_per_forward():
+    """Swin V2's bias MLP runs on a buffer: counted (FlopCounterMode counts it), on its own
+    rows, and the same at any batch, since it does not run per sample."""
+    make, shape = PATTERNS["swin_v2"]
+    model = make()
+    one, four = summary(model, shape, batch=1), summary(model, shape, batch=4)
+    side = [r.name for r in one.layers if r.kind.endswith("(on parameters)")]
+    assert any("cpb_mlp" in name for name in side)
+    macs = {r.name: r.macs for r in one.layers}
+    assert all(macs[n] == {r.name: r.macs for r in four.layers}[n] for n in side)
+    # two blocks, each 49 coordinates through Linear(2, 32) and Linear(32, 2 heads)
+    assert sum(macs[n] for n in side) == 2 * (7 * 7 * 2 * 32 + 7 * 7 * 32 * 2)

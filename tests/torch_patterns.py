@@ -280,11 +280,35 @@ class WindowAttention(tnn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
 
 
+class ContinuousBiasAttention(WindowAttention):
+    """Swin V2's bias: a small MLP run on a buffer of relative coordinates, in every forward
+    (work on the model's own tensors, not on the input)."""
+
+    def __init__(self, dim: int, heads: int, window: int) -> None:
+        super().__init__(dim, heads, window)
+        side = torch.arange(-(window - 1), window, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid(side, side, indexing="ij"), -1)[None]
+        self.register_buffer("coords", table, persistent=False)
+        self.cpb_mlp = tnn.Sequential(tnn.Linear(2, 32), tnn.ReLU(), tnn.Linear(32, heads))
+        del self.table
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        table = self.cpb_mlp(self.coords).view(-1, self.heads)
+        bias = table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+        attn = (attn + 16 * torch.sigmoid(bias).unsqueeze(0)).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
 class SwinBlock(tnn.Module):
-    def __init__(self, dim: int, heads: int, window: int, shift: int) -> None:
+    def __init__(self, dim: int, heads: int, window: int, shift: int, v2: bool = False) -> None:
         super().__init__()
         self.window, self.shift = window, shift
-        self.norm1, self.attn = tnn.LayerNorm(dim), WindowAttention(dim, heads, window)
+        attention = ContinuousBiasAttention if v2 else WindowAttention
+        self.norm1, self.attn = tnn.LayerNorm(dim), attention(dim, heads, window)
         self.norm2, self.mlp = tnn.LayerNorm(dim), Mlp(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -303,12 +327,12 @@ class SwinBlock(tnn.Module):
 
 
 class Swin(tnn.Module):
-    def __init__(self, dim: int = 16, depth: int = 2, window: int = 4) -> None:
+    def __init__(self, dim: int = 16, depth: int = 2, window: int = 4, v2: bool = False) -> None:
         super().__init__()
         self.patch_embed = tnn.Conv2d(3, dim, 4, stride=4)
         self.norm0 = tnn.LayerNorm(dim)
         self.blocks = tnn.Sequential(
-            *[SwinBlock(dim, 2, window, (window // 2) * (i % 2)) for i in range(depth)]
+            *[SwinBlock(dim, 2, window, (window // 2) * (i % 2), v2) for i in range(depth)]
         )
         self.norm = tnn.LayerNorm(dim)
         self.head = tnn.Linear(dim, 10)
@@ -335,6 +359,43 @@ class TokenMHA(tnn.Module):
         return self.attn(t, t, t)[0]
 
 
+class PositionalGrid(tnn.Module):
+    """EdgeNeXt's Fourier position encoding, reduced: a grid built from the input's size and
+    a 1×1 conv run on it in forward, added to the features."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.stem = tnn.Conv2d(3, channels, 3, padding=1)
+        self.projection = tnn.Conv2d(2, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        h, w = x.shape[-2:]
+        grid = torch.stack(
+            torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        )[None]
+        return x + self.projection(grid.to(x.device))
+
+
+class SplitAttention(tnn.Module):
+    """ResNeSt's split attention: radix branches summed (a reduction over a regrouped axis),
+    a gate from their mean, a softmax over the radix axis after a view and a transpose."""
+
+    def __init__(self, channels: int = 8, radix: int = 2) -> None:
+        super().__init__()
+        self.radix = radix
+        self.conv = tnn.Conv2d(channels, channels * radix, 3, padding=1, groups=radix)
+        self.fc = tnn.Conv2d(channels, channels * radix, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        y = self.conv(x).view(b, self.radix, c, *x.shape[2:])
+        gap = self.fc(y.sum(dim=1).mean((2, 3), keepdim=True))
+        attn = gap.view(b, 1, self.radix, -1).transpose(1, 2).softmax(dim=1)
+        attn = attn.reshape(b, self.radix, c, 1, 1)
+        return (y * attn).sum(dim=1)
+
+
 #: name → (make the model, input shape without the batch)
 PATTERNS = {
     "timm_style_cnn": (timm_style_cnn, (3, 17, 17)),
@@ -344,5 +405,8 @@ PATTERNS = {
     "convnext": (convnext, (3, 64, 64)),
     "vit": (ViT, (3, 32, 32)),
     "swin": (Swin, (3, 32, 32)),
+    "swin_v2": (lambda: Swin(v2=True), (3, 32, 32)),
+    "positional_grid": (PositionalGrid, (3, 8, 8)),
+    "split_attention": (SplitAttention, (8, 6, 6)),
     "token_mha": (TokenMHA, (3, 16, 16)),
 }

@@ -5,8 +5,8 @@ Graph, the network of steps that traced models and spec files become."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -281,8 +281,8 @@ class OpaqueSpec(RunShapeSpec):
     linear_map = not_linear("is an operation convscope does not count")
 
     def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
-        """Not known: convscope has no rule for the operation."""
-        return field.as_unknown()
+        """Not known: convscope has no rule for the operation (nor for where the axes went)."""
+        return replace(field.as_unknown(), layout_lost=True)
 
 
 @dataclass(frozen=True)
@@ -301,8 +301,62 @@ class RegroupSpec(RunShapeSpec):
     linear_map = not_linear("regroups the batch axis, which a per-sample map cannot")
 
     def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
-        """Each output entry is one input entry and keeps its field."""
-        return field
+        """Each output entry is one input entry and keeps its field; where the spatial axes
+        went across the batch axis is not followed."""
+        return replace(field, layout_lost=True)
+
+
+@dataclass(frozen=True)
+class OnParametersSpec(Op):
+    """An operation a traced model runs on its own parameters or buffers, not on the input
+    (a relative-position MLP on a coordinate table, a conv on a positional grid, a weight
+    standardised in forward): ``inner`` on ``shapes`` (the first operand's leading axis run
+    ``repeat`` times). It runs once per forward, whatever the batch, so its counts do not
+    scale with it; its result feeds the network as a constant."""
+
+    inner: Op
+    shapes: Shape | tuple[Shape, ...]
+    repeat: int = 1
+
+    _positional: ClassVar = ("inner",)
+    _hidden: ClassVar = ("shapes", "repeat")
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name} (on parameters)"
+
+    def _given(self) -> Any:
+        return (
+            list(self.shapes) if self.shapes and isinstance(self.shapes[0], tuple) else self.shapes
+        )
+
+    def _check_input(self, input_shape: object) -> object:
+        return input_shape
+
+    def _shape(self, input_shape: object, w: Working) -> Shape:
+        w.section("Output shape")
+        out = self.inner.output_shape(self._given())
+        w.note(f"{self.inner.describe()} on parameters of {self.shapes}: {shape_text(out)}.")
+        return out
+
+    def _cost(
+        self, input_shape: object, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        w.section("Cost: once per forward, whatever the batch")
+        return self.inner.cost(self._given(), self.repeat, count)
+
+    def _macs(self, input_shape: object, output_shape: Shape, batch: int, w: Working) -> int:
+        return self.inner.macs(self._given(), self.repeat)
+
+    _params = no_params  # the parameters it reads are on its row (the adapter's claim)
+    linear_map = not_linear("runs on parameters, not on the input")
+
+    def receptive_field(self, field: Field, input_shape: object, output_shape: Shape) -> Field:
+        """It reads no input position: its field is none (shown as unknown)."""
+        return field.as_unknown()
+
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 @dataclass(frozen=True)

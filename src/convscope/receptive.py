@@ -74,7 +74,7 @@ class Field:
         if self.layout_lost:
             return None
         if self.axes is not None:
-            return self.axes
+            return self.axes if all(a < rank for a in self.axes) else None
         return tuple(range(1, rank)) if rank == len(self.size) + 1 else None
 
     def permuted(self, dims: Shape) -> Field:
@@ -100,6 +100,15 @@ class Field:
             shift = len(after) - len(before)
             return replace(self, axes=tuple(a + shift for a in axes))
         return replace(self, layout_lost=True)
+
+    def spread(self, axis: int, length: int) -> Field:
+        """Every output sees all ``length`` positions of spatial axis ``axis`` (the field's
+        own numbering), wherever it is: a window of the whole axis that does not move (stride
+        0), which later layers neither widen nor shift."""
+        size, stride = list(self.size), list(self.stride)
+        size[axis] = (length - 1) * stride[axis] + size[axis]
+        stride[axis] = stride[axis] * 0
+        return replace(self, size=tuple(size), stride=tuple(stride))
 
     def as_global(self) -> Field:
         """Every output sees the whole input."""

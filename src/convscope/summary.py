@@ -318,7 +318,7 @@ class _Walker:
         for name, node in graph.nodes.items():
             given = node.input_shape(shapes)
             in_fields = [fields[i] for i in node.inputs]
-            start = in_fields[0]
+            start = in_fields[0] if in_fields else f  # a step on parameters reads no input
             for other in in_fields[1:]:
                 start = start.merge(other) if start is not None and other is not None else None
             out, _ = self.leaf(

@@ -1363,7 +1363,13 @@ def mul_counts(shape_a, shape_b, batch, seed=0):
     }
 
 
-def mean_counts(input_shape, dims, keepdim, batch, seed=0):
+def sum_counts(input_shape, dims, keepdim, batch, seed=0):
+    """Instrumented sum over ``dims``: each output sums its n values; the backward copies each
+    upstream gradient to the n inputs (free)."""
+    return mean_counts(input_shape, dims, keepdim, batch, seed, divide=False)
+
+
+def mean_counts(input_shape, dims, keepdim, batch, seed=0, divide=True):
     """Instrumented mean over ``dims`` (PyTorch numbering, batch = 0): each mean sums its n
     values and divides once; the backward divides each upstream gradient by n once and copies
     it to the n inputs. Random draws, in order: x, gy."""
@@ -1383,11 +1389,12 @@ def mean_counts(input_shape, dims, keepdim, batch, seed=0):
     Y = _empty(gy.shape)
     with counting() as c_fwd:
         for key, idxs in groups.items():
-            Y[key] = _csum(X[i] for i in idxs) / len(idxs)
+            total = _csum(X[i] for i in idxs)
+            Y[key] = total / len(idxs) if divide else total
     GX = _empty(x.shape)
     with counting() as c_bin:
         for key, idxs in groups.items():
-            share = GY[key] / len(idxs)
+            share = GY[key] / len(idxs) if divide else GY[key]
             for i in idxs:
                 GX[i] = share  # copied: free
     return {

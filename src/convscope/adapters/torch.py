@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .. import registry
-from ..containers import Graph, Node, OpaqueSpec, ParamsRow, RegroupSpec
+from ..containers import Graph, Node, OnParametersSpec, OpaqueSpec, ParamsRow, RegroupSpec
 from ..counting import ParamCount
 from ..errors import ConvScopeError
 from ..geometry import Shape, check_sizes
@@ -75,6 +75,40 @@ _MOVES = (
     "Tensor.float",
     "Tensor.clone",
     "Tensor.detach",
+    "Tensor.reshape_as",
+    "Tensor.view_as",
+    "Tensor.t",
+    "torch.t",
+    "Tensor.swapaxes",
+    "Tensor.swapdims",
+    "torch.swapaxes",
+    "torch.swapdims",
+    "Tensor.movedim",
+    "Tensor.moveaxis",
+    "torch.movedim",
+    "torch.moveaxis",
+    "Tensor.flip",
+    "torch.flip",
+    "Tensor.repeat_interleave",
+    "torch.repeat_interleave",
+    "Tensor.tile",
+    "torch.tile",
+    "Tensor.index_select",
+    "torch.index_select",
+    "Tensor.gather",
+    "torch.gather",
+    "Tensor.broadcast_to",
+    "torch.broadcast_to",
+    "Tensor.unfold",
+    "Tensor.masked_fill",
+    "torch.masked_fill",
+    "torch.where",
+    "Tensor.half",
+    "Tensor.double",
+    "Tensor.bfloat16",
+    "Tensor.type",
+    "torch.atleast_2d",
+    "torch.atleast_3d",
 )
 #: Calls whose result depends on the input's shape only, never on its values.
 _SHAPE_ONLY = (
@@ -215,7 +249,7 @@ class _Recorder(TorchFunctionMode):
         self.scope: list[str] = []  # the module paths being run
         self.frames: list[Any] = []  # per module entered: (path, spec, kind), or None inside
         self.inside = 0  # recognised layers being run
-        self.claimed: set[str] = set()
+        self.claimed: dict[str, str] = {}  # parameter or buffer → the step that reads it
         self.parts: set[str] = set()  # slices made for the parts of a chunk or split
 
     # -- the run --------------------------------------------------------------------------
@@ -426,6 +460,8 @@ class _Recorder(TorchFunctionMode):
                 if id(t) not in self.steps:
                     self.constants[id(t)] = reads
                     self.keep.append(t)
+            if not inputs and tensors_in and tensors_out and reads:
+                self._on_parameters(func, args, kwargs, out, tensors_in)
             return
         if not tensors_out:
             name = getattr(func, "__name__", "")
@@ -460,33 +496,9 @@ class _Recorder(TorchFunctionMode):
         moves: bool,
     ) -> None:
         """A call with a family's rule, its tensors replaced by shape placeholders."""
-        operands: list[str] = []
-        reads: list[str] = []
-
-        def plain(value: Any) -> Any:
-            if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
-                return type(value)(plain(v) for v in value)
-            if not isinstance(value, torch.Tensor):
-                return value
-            step = self._step(value)
-            if step is not None:
-                operands.append(step)
-                return registry.Tensor(self.shapes[step], _dtype(value))
-            sources = self.constants.get(id(value), frozenset())
-            reads.extend(sources)
-            return registry.Constant(tuple(value.shape), tuple(sorted(sources)), _dtype(value))
-
-        flat = plain(tuple(args))
-        named = {k: plain(v) for k, v in kwargs.items()}
-        first = next(
-            (i for i, a in enumerate(flat) if isinstance(a, (registry.Tensor, list, tuple))), 0
-        )
-        if not isinstance(out, torch.Tensor) or not operands:
+        if not isinstance(out, torch.Tensor):
             raise registry.Unsupported("a result that is not one tensor")
-        output = self._free(out)
-        shapes = tuple(self.shapes[o] for o in operands)
-        group = tuple(flat[first]) if isinstance(flat[first], (list, tuple)) else ()
-        call = registry.TorchCall(flat[first + 1 :], named, shapes, output, flat[:first], group)
+        call, operands, reads = self._torch_call(args, kwargs, out, self._step)
         try:
             spec = rule(call)
         except registry.Unsupported:
@@ -504,6 +516,78 @@ class _Recorder(TorchFunctionMode):
             if not moves:
                 raise
             self._regroup(path, tensors_in, out)
+
+    def _torch_call(
+        self, args: Any, kwargs: dict, out: torch.Tensor, step_of: Any
+    ) -> tuple[registry.TorchCall, list[str], list[str]]:
+        """The call as a family rule sees it: each tensor ``step_of`` names as a ``Tensor``
+        placeholder (its shape without the leading axis), every other one as a ``Constant``;
+        with the steps read and the parameters read."""
+        operands: list[str] = []
+        reads: list[str] = []
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+                return type(value)(plain(v) for v in value)
+            if not isinstance(value, torch.Tensor):
+                return value
+            step = step_of(value)
+            if step is not None:
+                operands.append(step)
+                return registry.Tensor(self.shapes[step], _dtype(value))
+            sources = self.constants.get(id(value), frozenset())
+            reads.extend(sources)
+            return registry.Constant(tuple(value.shape), tuple(sorted(sources)), _dtype(value))
+
+        flat = plain(tuple(args))
+        named = {k: plain(v) for k, v in kwargs.items()}
+        first = next(
+            (i for i, a in enumerate(flat) if isinstance(a, (registry.Tensor, list, tuple))), 0
+        )
+        if not operands:
+            raise registry.Unsupported("no operand computed from the input")
+        shapes = tuple(self.shapes[o] for o in operands)
+        group = tuple(flat[first]) if isinstance(flat[first], (list, tuple)) else ()
+        call = registry.TorchCall(
+            flat[first + 1 :], named, shapes, self._free(out), flat[:first], group
+        )
+        return call, operands, reads
+
+    def _on_parameters(self, func: Any, args: Any, kwargs: dict, out: Any, tensors: list) -> None:
+        """A call with a rule on the model's own tensors only (a relative-position MLP on a
+        coordinate table): counted once per forward on a row of its own, its result still a
+        constant for the rest of the network. Without a rule it is listed."""
+        rules, parts, moves, _ = _tables()
+        if func in moves or func in parts or func is torch.Tensor.__getitem__:
+            return  # values moved: nothing to count
+        path = _path(func)
+        lead = next((t for t in tensors if t.dim() > 0), None)
+        try:
+            if func not in rules or lead is None or not isinstance(out, torch.Tensor):
+                raise registry.Unsupported("")
+            key = "(parameters)"
+            self.shapes[key] = tuple(int(v) for v in lead.shape[1:])
+            try:
+                call, _, reads = self._torch_call(
+                    args, kwargs, out, lambda t: key if t is lead else None
+                )
+                spec = rules[func][1](call)
+                shapes = call.operands[0] if len(call.operands) == 1 else call.operands
+            finally:
+                del self.shapes[key]
+            if spec is None:
+                return
+            work = OnParametersSpec(spec, shapes, int(lead.shape[0]))
+            if work.output_shape(()) != self._free(out):
+                raise registry.Unsupported("its shape rule differs from the run's")
+        except ConvScopeError as why:
+            where = f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
+            reason = f", {why}" if str(why) else ""
+            self.unsupported.append(f"{path}{where} (on parameters{reason})")
+            return
+        name = self._name(path.rsplit(".", 1)[-1])
+        self._store(name, Node(work, [], work.name, params=self._claim(reads)))
+        self.shapes[name] = work.output_shape(())
 
     def _parts(self, args: Any, kwargs: dict, out: Any) -> None:
         """chunk and split: each part a slice along the axis."""
@@ -569,9 +653,16 @@ class _Recorder(TorchFunctionMode):
         total = ParamCount()
         for name in dict.fromkeys(self.owners.get(n, n) for n in names):
             if name not in self.claimed and name in self.sizes:
-                self.claimed.add(name)
+                self.claimed[name] = ""  # the step is named when it is stored
                 total = total + self.sizes[name]
         return total
+
+    def _store(self, step: str, node: Node) -> None:
+        """Adds a step; the tensors just claimed are its."""
+        self.nodes[step] = node
+        for name, owner in self.claimed.items():
+            if not owner:
+                self.claimed[name] = step
 
     def _emit(
         self,
@@ -596,7 +687,7 @@ class _Recorder(TorchFunctionMode):
             )
         step = self._name(name)
         repeat = int(out.shape[0]) // RUN_BATCH
-        self.nodes[step] = Node(spec, list(inputs), kind, params=params, repeat=repeat)
+        self._store(step, Node(spec, list(inputs), kind, params=params, repeat=repeat))
         self.shapes[step] = found
         self._bind(out, step)
 
@@ -610,7 +701,7 @@ class _Recorder(TorchFunctionMode):
             step = self._name(path.rsplit(".", 1)[-1])
             repeat = int(t.shape[0]) // RUN_BATCH if t.shape[0] % RUN_BATCH == 0 else 1
             spec = RegroupSpec(path, shape, len(flat) > 1 or path.endswith("__getitem__"))
-            self.nodes[step] = Node(spec, steps, None, params=self._claim(reads), repeat=repeat)
+            self._store(step, Node(spec, steps, None, params=self._claim(reads), repeat=repeat))
             self.shapes[step] = shape
             self._bind(t, step)
 
@@ -628,7 +719,7 @@ class _Recorder(TorchFunctionMode):
         repeat = max(int(t.shape[0]) // RUN_BATCH, 1)
         kind = f"{path.rsplit('.', 1)[-1]} (not counted)"
         node = Node(OpaqueSpec(label, shape), steps or ["input"], kind, self._claim(reads), repeat)
-        self.nodes[step] = node
+        self._store(step, node)
         self.shapes[step] = shape
         self._bind(t, step)
 
@@ -643,7 +734,19 @@ class _Recorder(TorchFunctionMode):
         read = {i for node in self.nodes.values() for i in node.inputs} | {found}
         for unused in self.parts - read:  # a part the model never reads costs nothing
             del self.nodes[unused]
-        left = [n for n in self.sizes if n not in self.claimed]
-        extra = [ParamsRow(n, self.sizes[n]) for n in left]
+        extra = []
+        for name in (n for n in self.sizes if n not in self.claimed):
+            # a tensor no call read (num_batches_tracked) is its module's: on the step that
+            # read a sibling, or else on a row of its own
+            module = name.rpartition(".")[0]
+            step = next(
+                (s for n, s in self.claimed.items() if n.rpartition(".")[0] == module and s),
+                None,
+            )
+            if step is None or step not in self.nodes:
+                extra.append(ParamsRow(name, self.sizes[name]))
+            else:
+                node = self.nodes[step]
+                node.own_params = (node.own_params or ParamCount()) + self.sizes[name]
         how = "run once on meta tensors" if self.device == "meta" else "run once on fake tensors"
         return Graph(self.nodes, found, "input", self.unsupported, params=extra, method=how)

@@ -160,8 +160,44 @@ class MeanSpec(StructuralOp):
         return Cost(OpCount(adds=adds, divides=divides), OpCount(divides=back))
 
     def receptive_field(self, field: Field, input_shape: Shape, output_shape: Shape) -> Field:
-        """A mean over a spatial axis sees the whole input; over the channels, the same place."""
-        return field.as_global() if any(a >= 1 for a in self._axes(input_shape)) else field
+        """Over every spatial axis: global. Over some, kept (keepdim): each of those axes is
+        seen whole. Over the channels: the same place. Where the spatial axes are not known,
+        or one is dropped while others stay, the field is unknown."""
+        if field.global_ or field.undefined or field.unknown:
+            return field
+        axes = self._axes(input_shape)
+        places = field.spatial_axes(len(input_shape))
+        if places is None:
+            return field.as_unknown()
+        reduced = [places.index(a) for a in axes if a in places]
+        if not reduced:
+            return field
+        if len(reduced) == len(places):
+            return field.as_global()
+        if not self.keepdim:
+            return field.as_unknown()
+        for axis in reduced:
+            field = field.spread(axis, input_shape[places[axis]])
+        return field
+
+
+@dataclass(frozen=True)
+class SumSpec(MeanSpec):
+    """The sum over some non-batch axes (PyTorch numbering, batch = 0): a mean without its
+    division (the radix sum of split attention, a sum over tokens)."""
+
+    name = "Sum"
+
+    def _cost(
+        self, input_shape: Shape, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        n = prod(input_shape[a] for a in self._axes(input_shape))
+        values = {"N": batch, "M": prod(output_shape), "n": n}
+        w.section("Forward pass: a sum of n values per output")
+        adds = w.let("adds", "N · M · (n − 1)", batch * values["M"] * (n - 1), values)
+        w.section("Backward pass: ε copied to the n inputs of each sum")
+        w.note("Copies only: no arithmetic.")
+        return Cost(OpCount(adds=adds), OpCount())
 
 
 # -- engine: forward and backward pairs --------------------------------------------------------
@@ -217,6 +253,29 @@ def mean_backward(
     return np.broadcast_to(kept / prod(x.shape[a] for a in axes), x.shape).copy()
 
 
+def sum_(x: np.ndarray, dims: Sequence[int], keepdim: bool = False) -> np.ndarray:
+    """The sum over ``dims`` (PyTorch numbering, batch = 0, which is never reduced)."""
+    x = float_array(x, "x")
+    spec = SumSpec(tuple(dims), keepdim)
+    axes = tuple(a + 1 for a in spec._axes(spec._check_input(x.shape[1:])))
+    return x.sum(axis=axes, keepdims=keepdim)
+
+
+def sum_backward(
+    grad_out: np.ndarray, x: np.ndarray, dims: Sequence[int], keepdim: bool = False
+) -> np.ndarray:
+    """ε copied to the n inputs of each sum."""
+    x, grad_out = float_array(x, "x"), float_array(grad_out, "grad_out")
+    spec = SumSpec(tuple(dims), keepdim)
+    axes = [a + 1 for a in spec._axes(spec._check_input(x.shape[1:]))]
+    expect_shape(grad_out, (x.shape[0], *spec.output_shape(x.shape[1:])), "grad_out", "(the sum)")
+    kept = grad_out if keepdim else np.expand_dims(grad_out, tuple(axes))
+    return np.broadcast_to(kept, x.shape).copy()
+
+
+sum_.__name__ = "sum"  # the engine's public name, as torch.sum
+
+
 # -- registration -------------------------------------------------------------------------------
 
 
@@ -245,12 +304,17 @@ def _binary(op: str, spec: type[Op]) -> dict[str, registry.CallRule]:
     return dict.fromkeys((form.format(op) for form in forms), rule)
 
 
-def _mean(call: registry.TorchCall) -> Op:
-    dim, keepdim = call.bind(("dim", None), ("keepdim", False))
-    if dim is None:
-        raise registry.Unsupported("a mean over every axis, the batch included")
-    dims = (dim,) if is_int(dim) else tuple(dim)
-    return MeanSpec(tuple(batch_free_dim(d, call.rank) for d in dims), bool(keepdim))
+def _reduction(spec: type[MeanSpec]) -> registry.CallRule:
+    """x.mean(dim, keepdim) / x.sum(dim, keepdim) over non-batch axes."""
+
+    def rule(call: registry.TorchCall) -> Op:
+        dim, keepdim = call.bind(("dim", None), ("keepdim", False))
+        if dim is None or call.kwargs.get("dtype") is not None:
+            raise registry.Unsupported("a reduction over every axis (the batch included)")
+        dims = (dim,) if is_int(dim) else tuple(dim)
+        return spec(tuple(batch_free_dim(d, call.rank) for d in dims), bool(keepdim))
+
+    return rule
 
 
 ADD = graph_family(
@@ -267,5 +331,11 @@ MEAN = graph_family(
     "mean",
     MeanSpec,
     {"mean": mean, "mean_backward": mean_backward},
-    dict.fromkeys(_paths("mean"), _mean),
+    dict.fromkeys(_paths("mean"), _reduction(MeanSpec)),
+)
+SUM = graph_family(
+    "sum",
+    SumSpec,
+    {"sum": sum_, "sum_backward": sum_backward},
+    dict.fromkeys(_paths("sum"), _reduction(SumSpec)),
 )

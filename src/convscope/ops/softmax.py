@@ -10,7 +10,7 @@ LogSoftmax instead takes one log of the sum (1 special) and subtracts it (n adds
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -132,10 +132,7 @@ class SoftmaxSpec(Op):
             return field
         if a < 0:  # a reshape lost which axes are spatial
             return field.as_unknown()
-        size, stride = list(field.size), list(field.stride)
-        size[a] = (input_shape[self.axis(input_shape)] - 1) * stride[a] + size[a]
-        stride[a] = stride[a] * 0
-        return replace(field, size=tuple(size), stride=tuple(stride))
+        return field.spread(a, input_shape[self.axis(input_shape)])
 
 
 def field_axis(field: Field, shape: Shape, axis: int) -> int | None:
