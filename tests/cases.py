@@ -18,7 +18,7 @@ import torch.nn as tnn
 
 from convscope import functional as F
 from convscope import nn
-from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec, SumSpec
+from convscope.ops.arithmetic import AddSpec, MeanSpec, MulSpec, SubSpec, SumSpec
 from convscope.ops.attention import AttentionSpec
 from convscope.ops.matmul import MatmulSpec
 from convscope.ops.structural import ConcatSpec, PermuteSpec, ReshapeSpec, SliceSpec
@@ -887,4 +887,18 @@ CASES["sum"] = [
         ),
     )
     for dims, keepdim in (((1,), False), ((2, 3), True), ((3,), True), ((2, 3), False))
+]
+
+
+CASES["sub"] = [
+    Case(
+        "sub",
+        "Sub",
+        lambda: SubSpec(),
+        lambda: lambda a, b: a - b,
+        ((2, 3, 3), (2, 3, 3)),
+        same_in_both_modes(lambda batch: ref.sub_counts((2, 3, 3), batch)),
+        run=graph_run(F.sub, lambda g, a, b: F.sub_backward(g)),
+        traced=lambda: Wrap(lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1) - x),
+    ),
 ]

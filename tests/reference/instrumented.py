@@ -1948,3 +1948,26 @@ def scalar_counts(op, value, input_shape, batch, seed=0):
         "backward_input": c_bin.as_dict(),
         "values": {"x": x, "gy": gy, "y": _to_float(Y)},
     }
+
+
+def sub_counts(input_shape, batch, seed=0):
+    """Instrumented x − y: one subtraction (an add) per element; the backward passes ε to x
+    and −ε to y (a change of sign, not counted, as ``Counted.__neg__``). Random draws: x, y,
+    gy."""
+    shape = (batch, *input_shape)
+    rng = np.random.default_rng(seed)
+    x, y, gy = (rng.standard_normal(shape) for _ in range(3))
+    X, Y_, GY = _wrap(x), _wrap(y), _wrap(gy)
+    out, gx, gyy = _empty(shape), _empty(shape), _empty(shape)
+    with counting() as c_fwd:
+        for idx in np.ndindex(*shape):
+            out[idx] = X[idx] - Y_[idx]
+    with counting() as c_bin:
+        for idx in np.ndindex(*shape):
+            gx[idx], gyy[idx] = GY[idx], -GY[idx]
+    return {
+        "output_shape": tuple(input_shape),
+        "forward": c_fwd.as_dict(),
+        "backward_input": c_bin.as_dict(),
+        "values": {"x": x, "y": y, "gy": gy, "y_out": _to_float(out)},
+    }

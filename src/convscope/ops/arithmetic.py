@@ -62,6 +62,28 @@ class AddSpec(JoiningOp):
         return Cost(OpCount(adds=adds), OpCount())
 
 
+@dataclass(frozen=True)
+class SubSpec(AddSpec):
+    """Elementwise difference of two inputs of one shape (``pool(x) − x`` in PoolFormer)."""
+
+    name = "Sub"
+
+    def _check_joined(self, shapes: Shapes) -> None:
+        if len(shapes) != 2:
+            raise ShapeError(f"Sub takes 2 inputs, got {len(shapes)}")
+        super()._check_joined(shapes)
+
+    def _cost(
+        self, input_shape: Shapes, output_shape: Shape, batch: int, count: str, w: Working
+    ) -> Cost:
+        w.section("Forward pass: y = x₁ − x₂")
+        values = {"N": batch, "m": prod(output_shape)}
+        adds = w.let("adds", "N · m", batch * prod(output_shape), values)
+        w.section("Backward pass: g₁ = ε, g₂ = −ε")
+        w.note("A copy and a change of sign: no arithmetic (a sign is not counted).")
+        return Cost(OpCount(adds=adds), OpCount())
+
+
 def broadcast_shape(shapes: Sequence[Shape], layer: str) -> Shape:
     """PyTorch's broadcast of inputs of one rank (each axis equal or 1)."""
     if len({len(s) for s in shapes}) != 1:
@@ -215,6 +237,19 @@ def add_backward(grad_out: np.ndarray, inputs: int = 2) -> tuple[np.ndarray, ...
     return (float_array(grad_out, "grad_out"),) * inputs
 
 
+def sub(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The elementwise difference of two arrays of one shape."""
+    x, y = float_array(x, "x"), float_array(y, "y")
+    SubSpec().output_shape([x.shape[1:], y.shape[1:]])
+    return x - y
+
+
+def sub_backward(grad_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ε, −ε)."""
+    grad_out = float_array(grad_out, "grad_out")
+    return grad_out, -grad_out
+
+
 def _unbroadcast(grad: np.ndarray, shape: Shape) -> np.ndarray:
     axes = tuple(i for i, (g, s) in enumerate(zip(grad.shape, shape)) if s == 1 and g != 1)
     return grad.sum(axis=axes, keepdims=True) if axes else grad
@@ -304,6 +339,17 @@ def _binary(op: str, spec: type[Op]) -> dict[str, registry.CallRule]:
     return dict.fromkeys((form.format(op) for form in forms), rule)
 
 
+def _sub(call: registry.TorchCall) -> Op:
+    """x − y of two inputs; x − c with a number is the scalar family's."""
+    if len(call.operands) == 1:
+        from .scalar import scalar_rule  # a number: its own family
+
+        return scalar_rule("sub", call)
+    if len(call.args) != 1 or call.kwargs.get("alpha", 1) != 1 or len(call.operands) != 2:
+        raise registry.Unsupported("not a plain x − y (alpha or extra arguments)")
+    return SubSpec()
+
+
 def _reduction(spec: type[MeanSpec]) -> registry.CallRule:
     """x.mean(dim, keepdim) / x.sum(dim, keepdim) over non-batch axes."""
 
@@ -332,6 +378,12 @@ MEAN = graph_family(
     MeanSpec,
     {"mean": mean, "mean_backward": mean_backward},
     dict.fromkeys(_paths("mean"), _reduction(MeanSpec)),
+)
+SUB = graph_family(
+    "sub",
+    SubSpec,
+    {"sub": sub, "sub_backward": sub_backward},
+    dict.fromkeys(("torch.sub", "Tensor.sub", "Tensor.sub_", "torch.subtract"), _sub),
 )
 SUM = graph_family(
     "sum",

@@ -120,8 +120,6 @@ SCALAR = graph_family(
     "scalar",
     ScalarSpec,
     {"scalar": scalar, "scalar_backward": scalar_backward},
-    {
-        **dict.fromkeys(_forms("sub"), lambda call: scalar_rule("sub", call)),
-        **dict.fromkeys(_forms("div"), lambda call: scalar_rule("div", call)),
-    },
+    # x − c reaches it through sub's rule; x * c and x + c through mul's and add's
+    dict.fromkeys(_forms("div"), lambda call: scalar_rule("div", call)),
 )
