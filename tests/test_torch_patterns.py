@@ -167,3 +167,26 @@ def test_work_on_parameters_is_counted_once_per_forward():
     assert all(macs[n] == {r.name: r.macs for r in four.layers}[n] for n in side)
     # two blocks, each 49 coordinates through Linear(2, 32) and Linear(32, 2 heads)
     assert sum(macs[n] for n in side) == 2 * (7 * 7 * 2 * 32 + 7 * 7 * 32 * 2)
+
+
+class RelativeBiasEinsum(tnn.Module):
+    """MaxViT's (timm, TF port) relative bias: an einsum of a parameter table and a lookup
+    buffer, in every forward, added to the features."""
+
+    def __init__(self, heads: int = 2, window: int = 4) -> None:
+        super().__init__()
+        self.conv = tnn.Conv2d(3, heads * window, 3, padding=1)
+        self.table = tnn.Parameter(torch.randn(heads, 2 * window - 1, 2 * window - 1))
+        self.register_buffer("lookup", torch.randn(window, window, 2 * window - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = torch.einsum("nhw,ixh->nixw", self.table, self.lookup)  # (heads, w, w, 2w − 1)
+        return self.conv(x) + bias[..., :4].reshape(1, -1, 4, 4)
+
+
+def test_an_einsum_of_parameter_tables_is_counted():
+    model = RelativeBiasEinsum()
+    report = summary(model, (3, 4, 4))
+    assert report.total_macs == flop_counter_macs(model, (3, 4, 4))
+    assert any(r.kind == "Einsum (on parameters)" for r in report.layers)
+    assert report.total_params == unique_numel(model.parameters())

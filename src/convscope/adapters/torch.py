@@ -565,20 +565,24 @@ class _Recorder(TorchFunctionMode):
         try:
             if func not in rules or lead is None or not isinstance(out, torch.Tensor):
                 raise registry.Unsupported("")
-            key = "(parameters)"
-            self.shapes[key] = tuple(int(v) for v in lead.shape[1:])
-            try:
-                call, _, reads = self._torch_call(
-                    args, kwargs, out, lambda t: key if t is lead else None
-                )
-                spec = rules[func][1](call)
-                shapes = call.operands[0] if len(call.operands) == 1 else call.operands
-            finally:
-                del self.shapes[key]
-            if spec is None:
-                return
-            work = OnParametersSpec(spec, shapes, int(lead.shape[0]))
-            if work.output_shape(()) != self._free(out):
+            if func is torch.einsum:
+                work, reads = self._einsum_on_parameters(args, kwargs)
+                expected = tuple(int(v) for v in out.shape)
+            else:
+                key = "(parameters)"
+                self.shapes[key] = tuple(int(v) for v in lead.shape[1:])
+                try:
+                    call, _, reads = self._torch_call(
+                        args, kwargs, out, lambda t: key if t is lead else None
+                    )
+                    spec = rules[func][1](call)
+                    shapes = call.operands[0] if len(call.operands) == 1 else call.operands
+                finally:
+                    del self.shapes[key]
+                if spec is None:
+                    return
+                work, expected = OnParametersSpec(spec, shapes, int(lead.shape[0])), self._free(out)
+            if work.output_shape(()) != expected:
                 raise registry.Unsupported("its shape rule differs from the run's")
         except ConvScopeError as why:
             where = f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
@@ -588,6 +592,23 @@ class _Recorder(TorchFunctionMode):
         name = self._name(path.rsplit(".", 1)[-1])
         self._store(name, Node(work, [], work.name, params=self._claim(reads)))
         self.shapes[name] = work.output_shape(())
+
+    def _einsum_on_parameters(self, args: Any, kwargs: dict) -> tuple[OnParametersSpec, list]:
+        """einsum of parameter tables (MaxViT's relative bias): its operands whole, the
+        equation given a batch letter of its own that every operand and the output share."""
+        equation, *operands = args
+        if kwargs or not isinstance(equation, str) or "->" not in equation:
+            raise registry.Unsupported("an einsum without an explicit output")
+        equation = equation.replace(" ", "")
+        free = next(c for c in "ZYXWVUTSRQ" if c not in equation)
+        inputs, output = equation.split("->")
+        batched = ",".join(free + term for term in inputs.split(",")) + "->" + free + output
+        call = registry.TorchCall(
+            (), {}, tuple(tuple(int(v) for v in t.shape) for t in operands), (), (batched,)
+        )
+        spec = _tables()[0][torch.einsum][1](call)
+        reads = [n for t in operands for n in self.constants.get(id(t), ())]
+        return OnParametersSpec(spec, list(call.operands), 1), reads
 
     def _parts(self, args: Any, kwargs: dict, out: Any) -> None:
         """chunk and split: each part a slice along the axis."""
