@@ -349,15 +349,16 @@ def einsum_backward(
 _CONSTANT = "an operand that is a constant (a parameter): write it as a Linear layer"
 
 
-def _tensors(call: registry.TorchCall, count: int) -> None:
-    """Every tensor argument computed from the input, ``count`` of them, and no ``out``."""
+def _tensors(call: registry.TorchCall, count: int, aligned: bool = False) -> None:
+    """Every tensor argument computed from the input, ``count`` of them, and no ``out``; of
+    one rank unless the call names its axes (``aligned``: an einsum's letters)."""
     if call.kwargs.get("out") is not None:
         raise registry.Unsupported("an out= tensor")
     if len(call.operands) != count or any(
         isinstance(v, registry.Constant) for v in (*call.args, *call.kwargs.values())
     ):
         raise registry.Unsupported(_CONSTANT)
-    if len({len(s) for s in call.operands}) != 1:
+    if not aligned and len({len(s) for s in call.operands}) != 1:
         raise registry.Unsupported("operands of different ranks (the batch axis would not align)")
 
 
@@ -380,7 +381,7 @@ def _einsum(call: registry.TorchCall) -> MatmulSpec:
     equation = next((v for v in given if isinstance(v, str)), None)
     if equation is None:
         raise registry.Unsupported("the traced call does not carry the einsum equation")
-    _tensors(call, 2)
+    _tensors(call, 2, aligned=True)
     try:
         return MatmulSpec(equation=equation)
     except LayerConfigError as why:
