@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
 
 from .errors import ConvScopeError
-from .module import Parameter
+from .module import CheckpointError, Parameter
 
 
 class Optimizer:
@@ -17,8 +18,8 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ConvScopeError("the optimizer got no parameters")
-        if lr <= 0:
-            raise ConvScopeError(f"learning rate must be > 0, got {lr}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConvScopeError(f"learning rate must be a finite number > 0, got {lr}")
         self.lr = lr
 
     def zero_grad(self) -> None:
@@ -34,6 +35,26 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restores what ``state_dict`` returned."""
+
+    def _slot(self, state: dict[str, np.ndarray], key: str, i: int) -> np.ndarray:
+        """``state[key]`` checked to fit parameter ``i``: same shape, finite floats; a copy
+        in the parameter's dtype (the update works on it in place)."""
+        if key not in state:
+            raise CheckpointError(f"optimizer state {key} is missing")
+        value = np.asarray(state[key])
+        p = self.params[i]
+        if value.shape != p.shape:
+            raise CheckpointError(
+                f"optimizer state {key} has shape {value.shape}, its parameter {p.shape}"
+            )
+        if value.dtype.kind != "f" or not np.isfinite(value).all():
+            raise CheckpointError(f"optimizer state {key} must hold finite floats")
+        return value.astype(p.dtype, copy=True)
+
+    def _refuse_unexpected(self, state: dict[str, np.ndarray], known: set[str]) -> None:
+        unexpected = sorted(set(state) - known)
+        if unexpected:
+            raise CheckpointError(f"unexpected optimizer state {', '.join(unexpected[:5])}")
 
 
 class SGD(Optimizer):
@@ -65,8 +86,11 @@ class SGD(Optimizer):
         return {f"velocity.{i}": v for i, v in enumerate(self.velocity) if v is not None}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for i in range(len(self.params)):
-            self.velocity[i] = state.get(f"velocity.{i}")
+        """Restores the velocities (a parameter never stepped has none)."""
+        keys = [f"velocity.{i}" for i in range(len(self.params))]
+        self._refuse_unexpected(state, set(keys))
+        self.velocity = [self._slot(state, k, i) if k in state else None
+                         for i, k in enumerate(keys)]  # fmt: skip
 
 
 class Adam(Optimizer):
@@ -107,6 +131,16 @@ class Adam(Optimizer):
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.steps = int(state["steps"])
-        self.m = [np.asarray(state[f"m.{i}"]) for i in range(len(self.params))]
-        self.v = [np.asarray(state[f"v.{i}"]) for i in range(len(self.params))]
+        """Restores the step count and both moments of every parameter."""
+        n = len(self.params)
+        self._refuse_unexpected(
+            state, {"steps"} | {f"{k}.{i}" for k in ("m", "v") for i in range(n)}
+        )
+        steps = np.asarray(state.get("steps"))
+        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+            raise CheckpointError("optimizer state steps must be one integer >= 0")
+        m = [self._slot(state, f"m.{i}", i) for i in range(n)]
+        v = [self._slot(state, f"v.{i}", i) for i in range(n)]
+        if any((x < 0).any() for x in v):  # squared gradients: negative means damaged
+            raise CheckpointError("optimizer state v holds negative values")
+        self.steps, self.m, self.v = int(steps), m, v

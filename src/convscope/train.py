@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -76,13 +77,26 @@ def layer_table(model: Sequential, input_shape: tuple[int, ...]) -> str:
 
 # -- checkpoints ----------------------------------------------------------------------------
 
+META_MAX_BYTES = 16 << 20  # the meta JSON (history grows by ~100 bytes an epoch)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}$")
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
     """Writes through a temporary file in the same folder, then renames it over ``path``:
-    a crash mid-write leaves the old file intact."""
+    a crash mid-write leaves the old file intact. The file gets the mode a plain ``open``
+    would give it (0o666 less the umask), not mkstemp's 0o600; the temporary file's name
+    carries the writer's pid, so ``remove_stale_temporaries`` can tell a dead writer's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -93,30 +107,172 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) 
         raise
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid <= 2**22  # someone else's process, or a pid no system has
+    return True
+
+
+def remove_stale_temporaries(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """Deletes the temporary files a killed run left behind for ``names`` in ``folder``
+    (``.checkpoint.npz.<pid>.XXXXXXXX`` whose writer is gone); returns what it removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP.match(entry.name)
+        stale = match is not None and match["name"] in names and entry.is_file()
+        if stale and int(match["pid"]) != os.getpid() and not _alive(int(match["pid"])):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def nonfinite_state(model: Sequential, optimizer: Optimizer) -> str | None:
+    """The name of the first parameter or optimizer state holding NaN or inf, or None."""
+    for name, value in model.state_dict().items():
+        if not np.isfinite(value).all():
+            return f"model/{name}"
+    for name, value in optimizer.state_dict().items():
+        if not np.isfinite(value).all():
+            return f"optim/{name}"
+    return None
+
+
 def save_checkpoint(path: Path, model: Sequential, optimizer: Optimizer, meta: dict) -> None:
+    """Writes the model, the optimizer state and ``meta`` atomically; never a NaN or inf."""
+    bad = nonfinite_state(model, optimizer)
+    if bad is not None:
+        raise TrainingError(f"refusing to save {path}: {bad} holds NaN or infinite values")
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, **meta}))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(meta, model state, optimizer state), never unpickling anything."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_meta(meta: Any, path: Path) -> dict:
+    """Refuses meta that is not a convscope checkpoint's, or that lacks a key or has a key of
+    the wrong type or range (explicit checks: ``python -O`` removes asserts)."""
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is an .npz file but not a convscope checkpoint")
+
+    def bad(key: str, rule: str) -> CheckpointError:
+        return CheckpointError(f"{path}: meta {key!r} must be {rule}, got {meta.get(key)!r:.80}")
+
+    shape = meta.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(map(_is_int, shape))):
+        raise bad("image_shape", "a list of 3 integers [C, H, W]")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
+        datasets.check_image_shape(tuple(shape), f"{path}: meta image_shape")
+    except datasets.DataError as error:
+        raise CheckpointError(str(error)) from error
+    if not (_is_int(meta.get("classes")) and 1 <= meta["classes"] <= datasets.MAX_CLASSES):
+        raise bad("classes", f"an integer from 1 to {datasets.MAX_CLASSES}")
+    if not (_is_int(meta.get("epoch")) and meta["epoch"] >= 0):
+        raise bad("epoch", "an integer >= 0")
+    if not (_is_int(meta.get("seed")) and meta["seed"] >= 0):
+        raise bad("seed", "an integer >= 0")
+    scale = meta.get("scale")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+            and math.isfinite(scale) and scale > 0):  # fmt: skip
+        raise bad("scale", "a finite number > 0")
+    if not isinstance(meta.get("data"), str):
+        raise bad("data", "a string")
+    history = meta.get("history", [])
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        raise bad("history", "a list of objects")
+    return meta
+
+
+_OPTIM_KEY = re.compile(r"^(steps|(?P<kind>m|v|velocity)\.(?P<index>\d+))$")
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(meta, model state, optimizer state), never unpickling anything.
+
+    Only the members a checkpoint has are read (others are ignored, never inflated); each
+    one's header is checked against the model the meta describes and against the member's
+    size before its data is allocated. Weights must be finite floats."""
+    try:
+        archive = zipfile.ZipFile(path)
     except FileNotFoundError as error:
         raise CheckpointError(f"no checkpoint at {path}") from error
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise CheckpointError(f"{path} is not a readable .npz checkpoint ({error})") from error
     try:
-        meta = json.loads(str(arrays.pop("meta")))
-        assert meta.get("format") == CHECKPOINT_FORMAT
-    except (KeyError, ValueError, AssertionError) as error:
-        raise CheckpointError(f"{path} is an .npz file but not a convscope checkpoint") from error
-    model = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
-    optim = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
+        with archive:
+            return _read_checkpoint(archive, path)
+    except datasets.DataError as error:
+        raise CheckpointError(str(error)) from error
+    except MemoryError as error:
+        raise CheckpointError(f"{path}: not enough memory to load this checkpoint") from error
+
+
+def _read_checkpoint(
+    archive: zipfile.ZipFile, path: Path
+) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    members = {info.filename: info for info in archive.infolist()}
+    if "meta.npy" not in members:
+        raise CheckpointError(f"{path} is an .npz file but not a convscope checkpoint")
+    text = datasets.read_zip_member(archive, members["meta.npy"], str(path), "U", META_MAX_BYTES)
+    if text.shape != ():
+        raise CheckpointError(f"{path} is an .npz file but not a convscope checkpoint")
+    try:
+        meta = json.loads(str(text[()]))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: its meta is not JSON ({error})") from error
+    meta = check_meta(meta, path)
+    described = model_from_meta(meta)
+    shapes = {name: p.shape for name, p in described._named("")}
+
+    def read(name: str, shape: tuple[int, ...], kinds: str) -> np.ndarray:
+        array = datasets.read_zip_member(archive, members[name], str(path), kinds)
+        if array.shape != shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {array.shape}, the model needs {shape}"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values")
+        return array
+
+    model: dict[str, np.ndarray] = {}
+    for name, shape in shapes.items():
+        if f"model/{name}.npy" not in members:
+            raise CheckpointError(f"{path}: the weights model/{name} are missing")
+        model[name] = read(f"model/{name}.npy", shape, "f")
+    extra = sorted(n for n in members if n.startswith("model/") and n[6:-4] not in shapes)
+    if extra:
+        raise CheckpointError(f"{path}: unexpected weights {', '.join(extra[:5])}")
+
+    params = [p.shape for p in described.parameters()]  # what the optimizer state follows
+    optim: dict[str, np.ndarray] = {}
+    for member in sorted(n for n in members if n.startswith("optim/")):
+        key = member[6:].removesuffix(".npy")
+        match = _OPTIM_KEY.match(key)
+        if (
+            not member.endswith(".npy")
+            or match is None
+            or (match["index"] is not None and int(match["index"]) >= len(params))
+        ):
+            raise CheckpointError(f"{path}: unexpected optimizer state {member}")
+        if key == "steps":
+            optim[key] = read(member, (), "iu")
+        else:
+            optim[key] = read(member, params[int(match["index"])], "f")
     return meta, model, optim
+
+
+def checkpoint_optimizer(optim: dict[str, np.ndarray]) -> str:
+    """The optimizer a checkpoint's state belongs to: Adam keeps a step count, SGD does not."""
+    return "adam" if "steps" in optim else "sgd"
 
 
 def model_from_meta(meta: dict) -> Sequential:
@@ -153,7 +309,7 @@ class Result:
 
 def accuracy(model: Sequential, images: np.ndarray, labels: np.ndarray) -> float:
     """The share of images classified correctly, in eval mode; the model is left training."""
-    correct = int((predict_classes(model, images) == labels).sum())
+    correct = int((predict_classes(model, images, where="the held-out images") == labels).sum())
     model.train()
     return correct / len(images)
 
@@ -178,10 +334,38 @@ class Progress:
         self.stream.flush()
 
 
+def check_config(config: TrainConfig) -> None:
+    """Refuses settings training cannot run with, before any data is read."""
+    if not (isinstance(config.lr, (int, float)) and math.isfinite(config.lr) and config.lr > 0):
+        raise TrainingError(f"--lr must be a finite number > 0, got {config.lr}")
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if not (isinstance(value, int) and value >= 1):
+            raise TrainingError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value}")
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**63):
+        raise TrainingError(f"--seed must be an integer from 0 to 2**63 - 1, got {config.seed}")
+    if config.optimizer not in ("adam", "sgd"):
+        raise TrainingError(f"--optimizer must be adam or sgd, got {config.optimizer!r}")
+    if config.limit is not None and config.limit < 1:
+        raise TrainingError(f"--limit must be >= 1, got {config.limit}")
+
+
+def _good_checkpoint(good: tuple[Path, int] | None, checkpoint: Path) -> str:
+    """Which checkpoint is good after a failed run, in words."""
+    if good is not None:
+        return f"The last good checkpoint is {good[0]} (epoch {good[1]}), intact"
+    if checkpoint.exists():
+        return f"No checkpoint was saved by this run; {checkpoint} is as it was before the run"
+    return "No checkpoint was saved"
+
+
 def train(
     config: TrainConfig, log: Any = sys.stderr, echo: Callable[[str], None] = print
 ) -> Result:
-    """Trains, evaluates on the held-out split, and writes the checkpoint and metrics."""
+    """Trains, evaluates on the held-out split, and writes the checkpoint and metrics after
+    every epoch. A NaN or infinite loss, or parameters that became non-finite, stop the run
+    before anything non-finite is saved."""
+    check_config(config)
     manual_seed(config.seed)
     dataset = datasets.load(config.data)
     x_train, y_train = dataset.train_images, dataset.train_labels
@@ -197,6 +381,7 @@ def train(
         else SGD(model.parameters(), lr=config.lr, momentum=0.9)
     )
     history: list[dict] = []
+    good: tuple[Path, int] | None = None  # the checkpoint known to be good, and its epoch
     if config.resume is not None:
         saved, model_state, optim_state = load_checkpoint(config.resume)
         if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
@@ -204,17 +389,40 @@ def train(
                 f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
                 f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
             )
+        kind = checkpoint_optimizer(optim_state)
+        if kind != config.optimizer:
+            raise CheckpointError(
+                f"{config.resume} was trained with --optimizer {kind}; resume it with "
+                f"--optimizer {kind}, not {config.optimizer}"
+            )
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
         meta["epoch"] = saved["epoch"]
-        history = saved.get("history", [])
+        history = list(saved.get("history", []))
+        good = (config.resume, saved["epoch"])
     echo(layer_table(model, (c, h, w)))
 
     checkpoint = config.out / "checkpoint.npz"
     metrics = config.out / "metrics.json"
+    remove_stale_temporaries(config.out, (checkpoint.name, metrics.name))
     rng = np.random.default_rng(config.seed + meta["epoch"])
     started, seen = time.perf_counter(), 0
     steps = math.ceil(len(x_train) / config.batch_size)
+
+    def stop(what: str) -> TrainingError:
+        return TrainingError(f"{what}; stopped. {_good_checkpoint(good, checkpoint)}; "
+                             "try a smaller --lr")  # fmt: skip
+
+    def result() -> Result:
+        seconds = time.perf_counter() - started
+        final = history[-1]["test_accuracy"] if history else float("nan")
+        return Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
+                      str(checkpoint), str(metrics))  # fmt: skip
+
+    def write_metrics(outcome: Result) -> None:
+        payload = json.dumps(asdict(outcome), indent=2)
+        atomic_write(metrics, lambda f: f.write(payload), binary=False)
+
     for epoch in range(meta["epoch"] + 1, config.epochs + 1):
         # cosine annealing from lr to 0 over the run
         optimizer.lr = config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
@@ -225,41 +433,43 @@ def train(
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             x, y = x_train[idx], y_train[idx]
-            logits = model(x)
-            loss = softmax_cross_entropy(logits, y)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss} at epoch {epoch}, step {step + 1}; stopped. "
-                    f"The last good checkpoint ({checkpoint}) is intact; try a smaller --lr"
-                )
-            optimizer.zero_grad()
-            model.backward(softmax_cross_entropy_backward(logits, y))
-            optimizer.step()
+            # overflow is caught below (the loss, then the parameters), not warned about
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits = model(x)
+                loss = softmax_cross_entropy(logits, y)
+                if not math.isfinite(loss):
+                    raise stop(f"the loss became {loss} at epoch {epoch}, step {step + 1}")
+                optimizer.zero_grad()
+                model.backward(softmax_cross_entropy_backward(logits, y))
+                optimizer.step()
             loss_sum += loss * len(idx)
             correct += int((logits.argmax(axis=1) == y).sum())
             count += len(idx)
             rate = count / max(time.perf_counter() - epoch_start, 1e-9)
             progress.show(step + 1, loss_sum / count, correct / count, rate)
+        # the loss is checked before each update, so the epoch's last update is checked here
+        bad = nonfinite_state(model, optimizer)
+        if bad is not None:
+            raise stop(f"{bad} became NaN or infinite at the end of epoch {epoch}")
         seen += count
         rate = count / max(time.perf_counter() - epoch_start, 1e-9)
-        test_acc = accuracy(model, dataset.test_images, dataset.test_labels)
+        try:
+            test_acc = accuracy(model, dataset.test_images, dataset.test_labels)
+        except TrainingError as error:
+            raise stop(str(error)) from error
         progress.show(steps, loss_sum / count, correct / count, rate, final=True,
                       extra=f"  test {100 * test_acc:5.1f}%")  # fmt: skip
         history.append({"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
                         "test_accuracy": test_acc})  # fmt: skip
         meta.update(epoch=epoch, history=history)
         save_checkpoint(checkpoint, model, optimizer, meta)
-    seconds = time.perf_counter() - started
-    # the last epoch run here already measured the final model; with none run, measure it now
-    if seen:
-        final = history[-1]["test_accuracy"]
-    else:
-        final = accuracy(model, dataset.test_images, dataset.test_labels)
-    result = Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
-                    str(checkpoint), str(metrics))  # fmt: skip
-    payload = json.dumps(asdict(result), indent=2)
-    atomic_write(metrics, lambda f: f.write(payload), binary=False)
-    return result
+        good = (checkpoint, epoch)
+        write_metrics(result())
+    outcome = result()
+    if not seen:  # no epoch ran here: measure the resumed model now
+        outcome.test_accuracy = accuracy(model, dataset.test_images, dataset.test_labels)
+    write_metrics(outcome)
+    return outcome
 
 
 def predict(checkpoint: Path, images_path: str) -> np.ndarray:
@@ -272,11 +482,28 @@ def predict(checkpoint: Path, images_path: str) -> np.ndarray:
         raise CheckpointError(
             f"the checkpoint expects images {tuple(meta['image_shape'])}, got {images.shape[1:]}"
         )
-    return predict_classes(model, images)
+    return predict_classes(model, images, where=images_path, hint=" (pixels far outside [0, 1]?)")
 
 
-def predict_classes(model: Sequential, images: np.ndarray, batch: int = 512) -> np.ndarray:
-    """The arg-max class of each image, in eval mode."""
+def predict_classes(
+    model: Sequential,
+    images: np.ndarray,
+    batch: int = 512,
+    where: str = "the images",
+    hint: str = "",
+) -> np.ndarray:
+    """The arg-max class of each image, in eval mode; non-finite outputs are an error (their
+    arg-max would be a meaningless class 0)."""
     model.eval()
-    out = [model(images[s : s + batch]).argmax(axis=1) for s in range(0, len(images), batch)]
+    out = []
+    for s in range(0, len(images), batch):
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = model(images[s : s + batch])
+        finite = np.isfinite(logits).all(axis=1)
+        if not finite.all():
+            first = s + int(np.flatnonzero(~finite)[0])
+            raise TrainingError(
+                f"{where}: the model's outputs for image {first} are NaN or infinite{hint}"
+            )
+        out.append(logits.argmax(axis=1))
     return np.concatenate(out)
