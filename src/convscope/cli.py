@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -18,7 +20,7 @@ from typing import Any
 
 from . import registry
 from .errors import ConvScopeError
-from .grammar import Context, LayerKind, parse_padding, parse_shape
+from .grammar import Context, LayerKind, parse_padding, parse_shape, shown, to_int
 from .render import render
 from .render.documents import (
     analysis_document,
@@ -35,6 +37,49 @@ __all__ = ["main", "make_parser", "parse_padding", "parse_shape"]
 
 class UsageError(ConvScopeError):
     """A malformed command-line value."""
+
+
+MESSAGE_LIMIT = 500  # characters of one error line: a hostile value must not flood the terminal
+
+
+def _clip(message: str) -> str:
+    """One line of at most ``MESSAGE_LIMIT`` characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one short line on stderr (exit 2), like every other
+    error of the command, and never echoes a value of unbounded length."""
+
+    def error(self, message: str) -> Any:  # argparse's signature: it never returns
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_clip(message)} (see {self.prog} --help)\n")
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` of at most ``MAX_DIGITS`` digits."""
+
+    def parse(text: str) -> int:
+        try:
+            value = to_int(text, "the value")
+        except ConvScopeError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0 (a learning rate)."""
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {shown(text)}")
+    return value
 
 
 def _output(parser: argparse.ArgumentParser, explain: str) -> None:
@@ -64,7 +109,7 @@ def _output(parser: argparse.ArgumentParser, explain: str) -> None:
 def _counting(parser: argparse.ArgumentParser, batch: int | None) -> None:
     parser.add_argument(
         "--batch",
-        type=int,
+        type=integer(1),
         default=batch,
         help="batch size N" + (" (adds the batch axis to shapes)" if batch is None else ""),
     )
@@ -139,13 +184,17 @@ def _pool_analysis_options(p: argparse.ArgumentParser) -> None:
         help="with --analyze: the conv that follows, in the layer grammar: 'c=64 k=3 s=1 p=1 "
         "d=1 g=1 bias=1' (c and k required; k, s, p, d per axis as 3,5; p per side as 1:2)",
     )
-    p.add_argument("--seed", type=int, help="with --analyze: seeds the random inputs (default 0)")
-    p.add_argument("--trials", type=int, help="with --analyze: random inputs (default 8)")
-    p.add_argument("--shifts", type=int, help="with --analyze: largest shift in pixels (default 4)")
+    p.add_argument(
+        "--seed", type=integer(0), help="with --analyze: seeds the random inputs (default 0)"
+    )
+    p.add_argument("--trials", type=integer(1), help="with --analyze: random inputs (default 8)")
+    p.add_argument(
+        "--shifts", type=integer(1), help="with --analyze: largest shift in pixels (default 4)"
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="convscope",
         description="Exact, explained arithmetic for CNN layers: shapes, parameters and "
         "operation counts of the forward and backward passes.",
@@ -158,12 +207,14 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="a whole network's shapes, costs and receptive fields")
     p.add_argument(
         "model",
-        help="a zoo name (e.g. resnet50), torchvision:NAME, path/to/file.py:attr, or a spec "
-        "file (.json, .yaml)",
+        help="a zoo name (e.g. resnet50), torchvision:NAME, path/to/file.py:attr (runs that "
+        "file), or a spec file (.json, .yaml)",
     )
     _input(p, "input shape C×H×W (default: the zoo model's own)", required=False)
     _counting(p, 1)
-    p.add_argument("--depth", type=int, help="show nested modules down to this depth")
+    p.add_argument(
+        "--depth", type=integer(0), help="show nested modules down to this depth (0: the top)"
+    )
     _output(p, "add each layer's worked derivation")
     p.set_defaults(handler=run_summary)
 
@@ -175,17 +226,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=run_compose)
 
     p = sub.add_parser("train", help="train a LeNet-style CNN (default: the built-in digits)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=integer(1), default=20)
+    p.add_argument("--batch-size", type=integer(1), default=32)
     p.add_argument(
-        "--lr", type=float, default=0.005, help="peak learning rate (cosine-annealed to 0)"
+        "--lr", type=positive_float, default=0.005, help="peak learning rate (cosine-annealed to 0)"
     )
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--seed", type=int, default=0, help="makes the run reproducible")
+    p.add_argument("--seed", type=integer(0), default=0, help="makes the run reproducible")
     p.add_argument("--data", help="a folder of MNIST/Fashion-MNIST IDX files or CIFAR-10 batches")
     p.add_argument("--out", default="runs/digits", help="folder for checkpoint.npz, metrics.json")
     p.add_argument("--resume", help="a checkpoint to continue from")
-    p.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--limit", type=integer(1), help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(handler=run_train)
 
@@ -203,7 +254,10 @@ def make_parser() -> argparse.ArgumentParser:
 def run_calculator(args: argparse.Namespace, write: Write) -> None:
     """One layer from the command-line options, analysed (or, for pools, ``--analyze``)."""
     kind = registry.layer_kinds()[args.calculator]
-    shape = parse_shape(args.input, args.layout)
+    # A layer over the last axis (linear) reads the shape as written in either layout: with
+    # hwc the last axis is the channels, and those are its features, as PyTorch's Linear on
+    # a channels-last tensor. Only the spatial layers move the channels to the front.
+    shape = parse_shape(args.input, args.layout if kind.ranks else "chw")
     ndim = len(shape) - 1
     if kind.ranks and ndim not in kind.ranks:
         raise UsageError(
@@ -244,7 +298,7 @@ def run_pool_analysis(
 
 
 def run_summary(args: argparse.Namespace, write: Write) -> None:
-    from .model_source import load_model
+    from .model_source import load_model, user_code_errors
     from .summary import summary
 
     model = load_model(args.model)
@@ -258,7 +312,8 @@ def run_summary(args: argparse.Namespace, write: Write) -> None:
         shape = tuple(model.input_shape)  # a spec file names its input
     else:
         raise UsageError(f"{args.model}: give the input shape with --input, e.g. 3x224x224")
-    report = summary(model, shape, args.batch, args.count, explain=args.explain)
+    with user_code_errors(args.model):  # the model's own forward runs when it is traced
+        report = summary(model, shape, args.batch, args.count, explain=args.explain)
     write(render(summary_document(report, args.depth), args.format))
 
 
@@ -278,12 +333,28 @@ def run_compose(args: argparse.Namespace, write: Write) -> None:
     write(render(composition_document(result, costs, explanation), args.format))
 
 
+def writable_folder(text: str, option: str) -> Path:
+    """The folder ``text`` names, made if missing; a UsageError naming ``option`` when it is a
+    file (``/dev/null``), cannot be made, or cannot be written to. Checked before a run, so that
+    no training is lost to a folder it cannot save in."""
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {shown(text)} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"{option} {shown(text)}: cannot make the folder ({error.strerror or error})"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {shown(text)}: the folder is not writable")
+    return folder
+
+
 def run_train(args: argparse.Namespace, write: Write) -> None:
     from .train import TrainConfig, train
 
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = writable_folder(args.out, "--out")
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -291,7 +362,7 @@ def run_train(args: argparse.Namespace, write: Write) -> None:
         seed=args.seed,
         optimizer=args.optimizer,
         data=args.data,
-        out=Path(args.out),
+        out=out,
         resume=Path(args.resume) if args.resume else None,
         limit=args.limit,
     )
@@ -319,13 +390,21 @@ def run_predict(args: argparse.Namespace, write: Write) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for invalid input, with one clear message)."""
     parser = make_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2), already printed
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     try:
         args.handler(args, sys.stdout.write)
     except ConvScopeError as error:
-        print(f"convscope {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+        message = str(error)
+    except OSError as error:  # a file named on the command line: missing, unreadable, a folder
+        where = f"{shown(str(error.filename))}: " if error.filename is not None else ""
+        message = f"{where}{error.strerror or error}"
+    else:
+        return 0
+    print(f"convscope {args.command}: error: {_clip(message)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

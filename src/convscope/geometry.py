@@ -1,9 +1,10 @@
 """The one geometry of sliding and adaptive windows, and the validation of sizes and arguments.
 
-The counting rules use the integer statistics of ``Windows`` and ``AdaptiveWindows``: closed
-forms or loops over kernel taps or padding positions, never over the output positions of the
-whole tensor, so their cost does not grow with the input. The engine and the pool analysis use
-the same windows as arrays (``tap_slices``, ``Windows.valid_range``, ``AdaptiveWindows.starts``).
+The counting rules use the integer statistics of ``Windows`` and ``AdaptiveWindows``: exact
+integer closed forms (clamped floor sums, evaluated in O(log) steps by ``floor_sum``), never
+loops over positions, windows or taps, so their cost does not grow with the sizes. The engine
+and the pool analysis use the same windows as arrays (``tap_slices``, ``Windows.valid_range``,
+``AdaptiveWindows.starts``).
 """
 
 from __future__ import annotations
@@ -33,35 +34,55 @@ def prod(values: Iterable[int]) -> int:
 
 
 def is_int(value: object) -> bool:
-    """An int that is not a bool (True is not a size)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An int, Python's or NumPy's (``np.int64`` as PyTorch takes it), that is not a bool:
+    True is not a size (``np.bool_`` is no ``np.integer``, so it is refused too)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut short: a hostile value must not flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def positive_int(value: Any, name: str) -> int:
-    """``value`` as a count: an int >= 1 (a bool is not an int)."""
+    """``value`` as a count: an int >= 1 (a bool is not an int), returned as a Python int."""
     if not is_int(value) or value < 1:
-        raise LayerConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
+        raise LayerConfigError(f"{name} must be an int >= 1, got {_shown(value)}")
+    return int(value)
+
+
+def _sequence(value: object) -> tuple[Any, ...] | None:
+    """A list, tuple, other sequence or 1-D NumPy array as a tuple; anything else (a string, a
+    number, None) is None, for the caller's message."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return tuple(value)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(value.tolist())
+    return None
 
 
 def check_sizes(shape: object, layer: str, what: str = "an input shape") -> Shape:
-    """The one rule for shapes: a non-empty sequence of ints >= 1 (a bool is not an int)."""
-    sizes = tuple(shape) if isinstance(shape, Sequence) and not isinstance(shape, str) else None
+    """The one rule for shapes: a non-empty sequence of ints >= 1 (a bool is not an int; a
+    NumPy int is one), returned as Python ints so that counts never wrap around at 2**63."""
+    sizes = _sequence(shape)
     if not sizes or not all(is_int(v) and v >= 1 for v in sizes):
-        raise ShapeError(f"{layer} takes {what} of sizes >= 1 without the batch, got {shape!r}")
-    return sizes
+        raise ShapeError(
+            f"{layer} takes {what} of sizes >= 1 without the batch, got {_shown(shape)}"
+        )
+    return tuple(int(v) for v in sizes)
 
 
 def int_tuple(value: int | Sequence[int], ndim: int, name: str, minimum: int = 1) -> Shape:
-    """``value`` repeated over ``ndim`` axes, or checked as a per-axis tuple."""
-    values = (value,) * ndim if is_int(value) else tuple(value)  # type: ignore[arg-type]
-    if len(values) != ndim or not all(is_int(v) for v in values):
+    """``value`` repeated over ``ndim`` axes, or checked as a per-axis tuple (Python ints)."""
+    values = (value,) * ndim if is_int(value) else _sequence(value)
+    if values is None or len(values) != ndim or not all(is_int(v) for v in values):
         raise LayerConfigError(
-            f"{name} must be an int or {ndim} ints (one per spatial axis), got {value!r}"
+            f"{name} must be an int or {ndim} ints (one per spatial axis), got {_shown(value)}"
         )
     if any(v < minimum for v in values):
-        raise LayerConfigError(f"{name} must be >= {minimum} on every axis, got {value!r}")
-    return values
+        raise LayerConfigError(f"{name} must be >= {minimum} on every axis, got {_shown(value)}")
+    return tuple(int(v) for v in values)
 
 
 def pad_pairs(
@@ -95,27 +116,24 @@ def pad_pairs(
     if is_int(padding):
         pairs = ((padding, padding),) * ndim
     else:
-        items = tuple(padding)  # type: ignore[arg-type]
-        if len(items) != ndim:
+        items = _sequence(padding)
+        if items is None or len(items) != ndim:
             raise LayerConfigError(
-                f"padding needs one entry per spatial axis ({ndim}), got {padding!r}"
+                f"padding needs one entry per spatial axis ({ndim}), got {_shown(padding)}"
             )
-        pairs = tuple(
-            (item, item) if is_int(item) else tuple(item)  # type: ignore[misc]
-            for item in items
-        )
+        pairs = tuple((item, item) if is_int(item) else _sequence(item) or () for item in items)
         if not all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs):
             raise LayerConfigError(
-                f"padding entries must be ints or (before, after) pairs, got {padding!r}"
+                f"padding entries must be ints or (before, after) pairs, got {_shown(padding)}"
             )
     negative = any(v < 0 for pair in pairs for v in pair)
-    per_side = not is_int(padding) and not all(is_int(item) for item in padding)  # type: ignore[union-attr]
+    per_side = not is_int(padding) and not all(is_int(v) for v in _sequence(padding) or ())
     if negative and (per_side or not allow_crop):
         raise LayerConfigError(
-            f"padding must be >= 0, got {padding!r}"
+            f"padding must be >= 0, got {_shown(padding)}"
             + ("" if per_side else " (a negative padding crops only with a non-zeros padding_mode)")
         )
-    return pairs  # type: ignore[return-value]
+    return tuple((int(a), int(b)) for a, b in pairs)  # Python ints: counts never wrap
 
 
 def check_input(input_shape: Sequence[int], ndim: int, layer: str) -> Shape:
@@ -137,9 +155,10 @@ def check_input_rank(input_shape: Sequence[int], ranks: Sequence[int], layer: st
 
 
 def check_batch(batch: int) -> int:
+    """The batch size N: an int >= 1 (a NumPy int too), returned as a Python int."""
     if not is_int(batch) or batch < 1:
-        raise ShapeError(f"batch must be an int >= 1, got {batch!r}")
-    return batch
+        raise ShapeError(f"batch must be an int >= 1, got {_shown(batch)}")
+    return int(batch)
 
 
 def conv_out_size(
@@ -210,6 +229,69 @@ def _min_hitting(intervals: Iterable[tuple[int, int]]) -> int:
     return count
 
 
+def floor_sum(n: int, m: int, a: int, b: int) -> int:
+    """``Σ_{i=0}^{n−1} ⌊(a·i + b)/m⌋`` for n >= 0, m >= 1 and any ints a, b, in O(log) steps
+    (the Euclid-like reduction of the AtCoder Library's floor_sum)."""
+    if n <= 0:
+        return 0
+    total = 0
+    q, a = divmod(a, m)  # a, b into [0, m): ⌊(a·i + b)/m⌋ = q·i + ⌊(r·i + b)/m⌋
+    total += q * (n * (n - 1) // 2)
+    q, b = divmod(b, m)
+    total += q * n
+    while True:
+        if a >= m:
+            total += (n * (n - 1) // 2) * (a // m)
+            a %= m
+        if b >= m:
+            total += n * (b // m)
+            b %= m
+        y_max = a * n + b
+        if y_max < m:
+            return total
+        n, b = divmod(y_max, m)
+        m, a = a, m
+
+
+def _clamped_sum(n: int, top: int, step: int, div: int, cap: int) -> int:
+    """``Σ_{i=0}^{n−1} clamp(⌊(top − i·step)/div⌋ + 1, 0, cap)``: for each i, how many
+    j in ``0 .. cap − 1`` have ``j·div <= top − i·step`` (step, div >= 1), in closed form.
+
+    The terms fall with i: the first ones are ``cap``, the last ones 0, and the ones between
+    a floor sum."""
+    if n <= 0 or cap <= 0:
+        return 0
+    full = min(max((top - (cap - 1) * div) // step + 1, 0), n)  # terms equal to cap
+    some = min(max(top // step + 1, 0), n)  # terms >= 1
+    middle = some - full
+    return full * cap + floor_sum(middle, div, -step, top - full * step) + middle
+
+
+def _sumset_count(count: int, s: int, kernel: int, d: int, lo: int, hi: int) -> int:
+    """How many integers in ``[lo, hi]`` are ``o·s + t·d`` for some ``o < count``, ``t < kernel``
+    (the positions a window family reaches, relative to its first tap), in closed form.
+
+    With g = gcd(s, d), s' = s/g, d' = d/g: when ``d' > count`` or ``s' > kernel`` every
+    (o, t) gives its own position, so this counts pairs. Otherwise the taps ``t ≡ u (mod s')``
+    (u < s') reach the single progression ``u·d' + s'·j``, ``0 <= j <= (M_u − 1)·d' + count − 1``,
+    with ``M_u = ⌈(kernel − u)/s'⌉`` taking two values: two clamped floor sums each."""
+    g = math.gcd(s, d)
+    lo, hi = _ceil_div(lo, g), hi // g  # only multiples of g are reached
+    if lo > hi:
+        return 0
+    s, d = s // g, d // g
+
+    def upto(top: int) -> int:  # reached integers <= top
+        if d > count or s > kernel:
+            return _clamped_sum(kernel, top, d, s, count)
+        whole, extra = divmod(kernel, s)  # u < extra: M_u = whole + 1; else M_u = whole
+        longer = _clamped_sum(extra, top, d, s, whole * d + count)
+        shorter = _clamped_sum(s - extra, top - extra * d, d, s, (whole - 1) * d + count)
+        return longer + shorter
+
+    return upto(hi) - upto(lo - 1)
+
+
 def _regular_min_hitting(start: int, step: int, length: int, count: int, last: int) -> int:
     """τ for windows ``[start + j·step, start + j·step + length − 1] ∩ [0, last]``, j < count.
 
@@ -244,54 +326,58 @@ class Windows:
     dilation: int
     count: int
 
-    def _tap_ranges(self) -> list[tuple[int, int, int]]:
-        """(t, first window, last window) for each tap that is valid in at least one window."""
-        ranges = []
-        for t in range(self.kernel):
-            offset = t * self.dilation + self.start
-            first = _ceil_div(-offset, self.stride) if offset < 0 else 0
-            last = min(self.count - 1, (self.size - 1 - offset) // self.stride)
-            if first <= last:
-                ranges.append((t, first, last))
-        return ranges
-
     @property
     def pairs(self) -> int:
-        """Valid (window, tap) pairs: the products one channel pair contributes."""
-        return sum(last - first + 1 for _, first, last in self._tap_ranges())
+        """Valid (window, tap) pairs: the products one channel pair contributes.
+
+        Tap t is valid in the windows o with ``0 <= o·s + t·d + start <= size − 1``: the o with
+        ``o·s <= size − 1 − start − t·d`` less those with ``o·s <= −start − t·d − 1``, two
+        clamped floor sums over the taps."""
+        top = self.size - 1 - self.start
+        below = -self.start - 1
+        return _clamped_sum(self.kernel, top, self.dilation, self.stride, self.count) - (
+            _clamped_sum(self.kernel, below, self.dilation, self.stride, self.count)
+        )
 
     @property
     def taps_used(self) -> int:
-        """Taps that are valid in at least one window."""
-        return len(self._tap_ranges())
+        """Taps that are valid in at least one window.
+
+        A tap's positions step by the stride: with ``stride >= size`` at most one lands on the
+        values, so the taps used are the pairs; otherwise a tap is used exactly when its span
+        ``[t·d + start, t·d + start + (count − 1)·s]`` meets ``[0, size − 1]``."""
+        if self.stride >= self.size:
+            return self.pairs
+        last_start = self.start + (self.count - 1) * self.stride
+        lo = max(0, _ceil_div(-last_start, self.dilation))
+        hi = min(self.kernel - 1, (self.size - 1 - self.start) // self.dilation)
+        return max(0, hi - lo + 1)
 
     @property
     def windows_used(self) -> int:
-        """Windows holding at least one valid tap."""
-        return _union_length((first, last) for _, first, last in self._tap_ranges())
-
-    def _lattice_intervals(self) -> list[tuple[int, int, int]]:
-        """The positions the valid taps reach, as (residue, first index, last index) on the
-        lattice ``residue + stride·index``."""
-        out = []
-        for t, first, last in self._tap_ranges():
-            offset = t * self.dilation + self.start
-            residue = offset % self.stride
-            base = (offset - residue) // self.stride
-            out.append((residue, base + first, base + last))
-        return out
+        """Windows holding at least one valid tap (as ``taps_used``, with the roles of the
+        stride and the dilation swapped)."""
+        if self.dilation >= self.size:
+            return self.pairs
+        span = (self.kernel - 1) * self.dilation
+        lo = max(0, _ceil_div(-(self.start + span), self.stride))
+        hi = min(self.count - 1, (self.size - 1 - self.start) // self.stride)
+        return max(0, hi - lo + 1)
 
     def positions_used(self, lo: int | None = None, hi: int | None = None) -> int:
         """Positions in ``[lo, hi)`` (default: all values) reached by at least one valid tap."""
-        lo = 0 if lo is None else lo
-        hi = self.size if hi is None else hi
-        by_residue: dict[int, list[tuple[int, int]]] = {}
-        for residue, first, last in self._lattice_intervals():
-            first = max(first, _ceil_div(lo - residue, self.stride))
-            last = min(last, (hi - 1 - residue) // self.stride)
-            if first <= last:
-                by_residue.setdefault(residue, []).append((first, last))
-        return sum(_union_length(ivs) for ivs in by_residue.values())
+        lo = 0 if lo is None else max(lo, 0)
+        hi = self.size if hi is None else min(hi, self.size)
+        if lo >= hi:
+            return 0
+        return _sumset_count(
+            self.count,
+            self.stride,
+            self.kernel,
+            self.dilation,
+            lo - self.start,
+            hi - 1 - self.start,
+        )
 
     def valid_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per window, the positions of its first and last valid taps (last < first when the
@@ -307,33 +393,51 @@ class Windows:
         return np.maximum(0, (last - first) // self.dilation + 1)
 
     def reaches(self, position: int) -> bool:
-        for residue, first, last in self._lattice_intervals():
-            step, rest = divmod(position - residue, self.stride)
-            if rest == 0 and first <= step <= last:
-                return True
-        return False
+        """Whether a valid tap lands on ``position``."""
+        return self.positions_used(position, position + 1) > 0
 
     def min_hitting(self) -> int:
         """Fewest positions that lie in every non-empty window (τ).
 
-        A window lies on one lattice ``residue + dilation·j``. Windows o ≡ o0 (mod dilation / g),
+        A window lies on one lattice ``residue + dilation·j``. Windows o ≡ o0 (mod d / g),
         g = gcd(stride, dilation), share a lattice and form a regular family there, with stride
-        ``stride / g`` in lattice units; τ adds up over the at most ``dilation / g`` families.
+        ``s' = stride / g`` in lattice units; τ adds up over the families. Windows that do not
+        overlap on their lattice (``kernel <= s'``) need one position each, and with
+        ``dilation >= size`` every window holds at most one value. Otherwise a family's τ depends
+        only on its first window's lattice index ``a = ⌊(o0·s + start)/d⌋``, its window count and
+        its last lattice index, which are constant on runs of o0: the loop is over the
+        ``s' + 1`` values of ``a`` (fewer than the kernel), not over the windows or positions.
         """
-        d, s = self.dilation, self.stride
-        period = d // math.gcd(s, d)
+        d, s, size = self.dilation, self.stride, self.size
+        g = math.gcd(s, d)
+        period, step = d // g, s // g
+        if self.kernel <= step:
+            return self.windows_used
+        if d >= size:
+            return self.positions_used()
+        families = min(period, self.count)
+        whole, extra = divmod(self.count, period)  # o0 < extra: whole + 1 windows, else whole
+        top, rho = divmod(size - 1, d)  # a lattice's last index: top if its residue <= rho
         total = 0
-        for o0 in range(min(period, self.count)):
-            first = o0 * s + self.start
-            residue = first % d
-            total += _regular_min_hitting(
-                start=(first - residue) // d,
-                step=s * period // d,
-                length=self.kernel,
-                count=_ceil_div(self.count - o0, period),
-                last=(self.size - 1 - residue) // d,
-            )
-        return total
+        a = (self.start) // d
+        while True:
+            first = max(0, _ceil_div(a * d - self.start, s))
+            end = min(families, _ceil_div((a + 1) * d - self.start, s))  # o0 in [first, end)
+            if first >= families:
+                return total
+            cuts = {first, end, min(max(extra, first), end)}
+            cuts.add(min(max((rho + a * d - self.start) // s + 1, first), end))
+            edges = sorted(cuts)
+            for lo, hi in zip(edges, edges[1:]):
+                residue = lo * s + self.start - a * d
+                total += (hi - lo) * _regular_min_hitting(
+                    start=a,
+                    step=step,
+                    length=self.kernel,
+                    count=whole + (1 if lo < extra else 0),
+                    last=top if residue <= rho else top - 1,
+                )
+            a += 1
 
 
 @dataclass(frozen=True)
@@ -368,7 +472,29 @@ class AdaptiveWindows:
         return self.size
 
     def min_hitting(self) -> int:
-        return _min_hitting((lo, hi - 1) for lo, hi in (self.bounds(i) for i in range(self.count)))
+        """Fewest positions that lie in every window (τ).
+
+        With L >= O a window meets only its neighbours, and windows i, i + 1 share a position
+        unless (i + 1)·L/O is an integer: the windows fall into gcd(L, O) chains of O / gcd
+        windows, each needing ⌈chain / 2⌉ positions. With O >= 2L every position is a window
+        of its own: τ = L. Between, the windows repeat in gcd(L, O) blocks that share no
+        position (window i ends where window i + 1 starts only when (i + 1)·L/O is not an
+        integer), and within a block of L / gcd positions the greedy by right end runs in
+        closed-form jumps, one per chosen position.
+        """
+        size, count = self.size, self.count
+        g = math.gcd(size, count)
+        if size >= count:
+            return g * _ceil_div(count // g, 2)
+        if count >= 2 * size:
+            return size
+        size, count = size // g, count // g
+        picks, i = 0, 0
+        while i < count:  # pick window i's last position, skip every window starting by it
+            picks += 1
+            last = _ceil_div((i + 1) * size, count) - 1
+            i = _ceil_div((last + 1) * count, size)
+        return g * picks
 
 
 def padded_source(position: int, before: int, size: int, mode: str) -> int:
@@ -385,11 +511,51 @@ def padded_source(position: int, before: int, size: int, mode: str) -> int:
     raise ValueError(f"no source position for padding mode {mode!r}")
 
 
+def _source_intervals(lo: int, hi: int, size: int, mode: str) -> list[tuple[int, int]]:
+    """The real positions that the padded positions ``lo .. hi`` (relative to the first real
+    one) copy, as closed intervals; reflection and wrapping fold at most once (pads < size)."""
+    parts = [(max(lo, 0), min(hi, size - 1))]
+    if mode == "replicate":
+        parts += [(0, 0)] if lo < 0 else []
+        parts += [(size - 1, size - 1)] if hi > size - 1 else []
+    elif mode == "reflect":
+        parts += [(-min(hi, -1), -lo)] if lo < 0 else []
+        parts += [(2 * (size - 1) - hi, 2 * (size - 1) - max(lo, size))] if hi >= size else []
+    elif mode == "circular":
+        parts += [(max(lo, -size) + size, min(hi, -1) + size)] if lo < 0 else []
+        parts += [(max(lo, size) - size, min(hi, 2 * size - 1) - size)] if hi >= size else []
+    else:
+        raise ValueError(f"no source position for padding mode {mode!r}")
+    return [(a, b) for a, b in parts if a <= b]
+
+
 def reached_sources(padded: Windows, before: int, size: int, mode: str) -> int:
-    """Real positions that receive a gradient through any reached position of the padded axis."""
+    """Real positions that receive a gradient through any reached position of the padded axis.
+
+    Replication copies only the two end values into the padding, so those two decide. When
+    the windows reach every padded position from 0 to the last tap (no gaps), the sources are
+    the few intervals ``_source_intervals`` folds that range onto. Otherwise reflection and
+    wrapping (pads smaller than the axis) are checked per padding position."""
     interior = padded.positions_used(before, before + size)
-    extra = set()
-    for q in (*range(before), *range(before + size, padded.size)):
+    pad_before, pad_after = max(before, 0), max(padded.size - before - size, 0)
+    if mode == "replicate":
+        ends = set()
+        if padded.positions_used(0, pad_before) and not padded.reaches(before):
+            ends.add(0)
+        if padded.positions_used(before + size, padded.size) and not padded.reaches(
+            before + size - 1
+        ):
+            ends.add(size - 1)
+        return interior + len(ends)
+    if padded.start == 0:
+        last = min(
+            padded.size - 1,
+            (padded.count - 1) * padded.stride + (padded.kernel - 1) * padded.dilation,
+        )
+        if padded.positions_used(0, last + 1) == last + 1:  # every position 0 .. last
+            return _union_length(_source_intervals(-before, last - before, size, mode))
+    extra = set()  # gaps: bounded by the pads, which reflection and wrapping keep below size
+    for q in (*range(pad_before), *range(before + size, before + size + pad_after)):
         if padded.reaches(q):
             j = padded_source(q, before, size, mode)
             if not padded.reaches(j + before):

@@ -20,17 +20,43 @@ from .errors import LayerConfigError
 if TYPE_CHECKING:
     from .module import Module
 
-_INT = re.compile(r"-?\d+")
+# ASCII digits only: ``\d`` would also match other scripts' digits and ``²``, which int() reads
+# differently or not at all.
+_INT = re.compile(r"-?[0-9]+")
+
+MAX_DIGITS = 30
+"""The most digits a number on the command line or in layer text may have. No layer has sizes
+near 10**30, and the limit keeps every count far below Python's 4,300-digit limit on turning
+ints into text (and sizes within what a float such as ``1/√fan_in`` can hold)."""
 
 
-def parse_shape(text: str, layout: str = "chw") -> tuple[int, ...]:
+def shown(text: str, limit: int = 60) -> str:
+    """``repr(text)`` for a message, cut short: a hostile value must not flood the terminal."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else f"{quoted[: limit - 1]}…"
+
+
+def to_int(text: str, label: str) -> int:
+    """One written int (``-3``, ``12``) of at most ``MAX_DIGITS`` digits, else a message naming
+    ``label``."""
+    text = text.strip()
+    if not _INT.fullmatch(text):
+        raise LayerConfigError(f"{label} must be an int, got {shown(text)}")
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise LayerConfigError(
+            f"{label} has {len(text.lstrip('-'))} digits; at most {MAX_DIGITS} are taken"
+        )
+    return int(text)
+
+
+def parse_shape(text: str, layout: str = "chw", label: str = "--input") -> tuple[int, ...]:
     """``10x64x64`` (C×H×W) or, with layout ``hwc``, ``64x64x10``."""
     parts = re.split(r"[x×,]", text.strip().lower())
-    if not parts or not all(p.strip().isdigit() for p in parts):
+    if not all(re.fullmatch(r"[0-9]+", p.strip()) for p in parts):
         raise LayerConfigError(
-            f"--input must be sizes joined by 'x', such as 10x64x64, got {text!r}"
+            f"{label} must be sizes joined by 'x', such as 10x64x64, got {shown(text)}"
         )
-    shape = tuple(int(p) for p in parts)
+    shape = tuple(to_int(p, label) for p in parts)
     if layout == "hwc" and len(shape) > 1:
         shape = (shape[-1], *shape[:-1])
     return shape
@@ -40,8 +66,8 @@ def parse_ints(text: str, label: str) -> int | tuple[int, ...]:
     """``3`` or a per-axis list ``3,5``."""
     parts = text.split(",")
     if not all(_INT.fullmatch(p.strip()) for p in parts):
-        raise LayerConfigError(f"{label} must be an int or a comma list of ints, got {text!r}")
-    values = tuple(int(p) for p in parts)
+        raise LayerConfigError(f"{label} must be an int or a comma list of ints, got {shown(text)}")
+    values = tuple(to_int(p, label) for p in parts)
     return values[0] if len(values) == 1 else values
 
 
@@ -49,7 +75,7 @@ def parse_int(text: str, label: str) -> int:
     """One int."""
     value = parse_ints(text, label)
     if not isinstance(value, int):
-        raise LayerConfigError(f"{label} must be one int, got {text!r}")
+        raise LayerConfigError(f"{label} must be one int, got {shown(text)}")
     return value
 
 
@@ -63,9 +89,10 @@ def parse_padding(text: str, label: str = "--padding") -> Any:
         if len(sides) > 2 or not all(_INT.fullmatch(s.strip()) for s in sides):
             raise LayerConfigError(
                 f"{label} must be an int, a comma list, before:after pairs, 'same' or 'valid', "
-                f"got {text!r}"
+                f"got {shown(text)}"
             )
-        items.append(int(sides[0]) if len(sides) == 1 else (int(sides[0]), int(sides[1])))
+        ints = [to_int(side, label) for side in sides]
+        items.append(ints[0] if len(ints) == 1 else (ints[0], ints[1]))
     if len(items) == 1 and isinstance(items[0], int):
         return items[0]
     return tuple(items)
@@ -74,7 +101,7 @@ def parse_padding(text: str, label: str = "--padding") -> Any:
 def parse_switch(text: str, label: str) -> bool:
     """``1`` or ``0``."""
     if text not in ("0", "1"):
-        raise LayerConfigError(f"{label} must be 0 or 1, got {text!r}")
+        raise LayerConfigError(f"{label} must be 0 or 1, got {shown(text)}")
     return text == "1"
 
 
@@ -83,7 +110,7 @@ def parse_word(*words: str) -> Callable[[str, str], str]:
 
     def parse(text: str, label: str) -> str:
         if text not in words:
-            raise LayerConfigError(f"{label} must be one of {', '.join(words)}, got {text!r}")
+            raise LayerConfigError(f"{label} must be one of {', '.join(words)}, got {shown(text)}")
         return text
 
     return parse
@@ -156,23 +183,23 @@ class LayerKind:
             if not eq or key not in by_key or not value:
                 takes = f"takes {', '.join(by_key)}" if by_key else "takes no keys"
                 raise LayerConfigError(
-                    f"{self.name} {takes} (as key=value), got {word!r} in {text!r}"
+                    f"{self.name} {takes} (as key=value), got {shown(word)} in {shown(text)}"
                 )
             if key in given:
-                raise LayerConfigError(f"{key} is given twice in {text!r}")
+                raise LayerConfigError(f"{key} is given twice in {shown(text)}")
             given.add(key)
             option = by_key[key]
             parse = parse_switch if option.switch is not None else option.parse
             try:
                 values[option.dest] = parse(value, key)
             except LayerConfigError as error:
-                raise LayerConfigError(f"{error} in {text!r}") from None
+                raise LayerConfigError(f"{error} in {shown(text)}") from None
         missing = [k for k in self.required if k not in given]
         if missing:
             dest = by_key[missing[0]].dest
             raise LayerConfigError(
                 f"{self.name} needs {missing[0]}= ({dest.replace('_', ' ')}), e.g. "
-                f"'{self.name} {missing[0]}=3'; got {text!r}"
+                f"'{self.name} {missing[0]}=3'; got {shown(text)}"
             )
         return values
 
@@ -199,7 +226,7 @@ def parse_layer(text: str, kinds: Mapping[str, LayerKind]) -> tuple[LayerKind, d
     kind = textual.get(words[0].lower())
     if kind is None:
         raise LayerConfigError(
-            f"unknown layer kind {words[0]!r} in {text!r}; known: {', '.join(textual)}"
+            f"unknown layer kind {shown(words[0])} in {shown(text)}; known: {', '.join(textual)}"
         )
     return kind, kind.parse_text(words[1:], text)
 

@@ -15,7 +15,7 @@ from .containers import Concat, Container, Graph, Residual, Sequential, add_cost
 from .counting import COUNT_MODES, Cost, OpCount, ParamCount
 from .errors import ConvScopeError
 from .explain import Explanation
-from .geometry import Shape, check_batch
+from .geometry import Shape, check_batch, check_sizes, is_int
 from .module import Module
 from .ops.arithmetic import AddSpec
 from .ops.structural import ConcatSpec
@@ -147,6 +147,7 @@ class Report:
         return sum(row.activation_bytes for row in self._leaves())
 
     def to_dict(self, depth: int | None = None) -> dict[str, Any]:
+        depth = check_depth(depth)
         batch = self.batch
         return {
             "model": self.model,
@@ -170,6 +171,7 @@ class Report:
 
     def shown(self, depth: int | None = None) -> list[LayerRow]:
         """The rows down to ``depth`` (all when None)."""
+        depth = check_depth(depth)
         return [row for row in self.layers if _shown(row, depth)]
 
     def json(self, depth: int | None = None) -> str:
@@ -190,6 +192,15 @@ class Report:
         from .render.documents import summary_document
 
         return render(summary_document(self, depth), fmt)
+
+
+def check_depth(depth: int | None) -> int | None:
+    """``depth`` as the deepest nesting shown: None (all) or an int >= 0 (0: the top rows)."""
+    if depth is None:
+        return None
+    if not is_int(depth) or depth < 0:
+        raise ConvScopeError(f"depth must be None or an int >= 0, got {depth!r}")
+    return int(depth)
 
 
 def _shown(row: LayerRow, depth: int | None) -> bool:
@@ -420,12 +431,19 @@ def summary(
     """Analyses a network for an input shape (channel-first, without the batch), symbolically:
     no weights are allocated and nothing is computed on tensors. With ``explain`` each layer's
     row also holds its worked derivation."""
-    module, label = _resolve(model, input_shape)
-    if count not in COUNT_MODES:
+    # the arguments first, each named: nothing is built or traced for a call that cannot run
+    shape = check_sizes(input_shape, "summary", "an input_shape (C, *spatial)")
+    batch = check_batch(batch)
+    if not isinstance(count, str) or count not in COUNT_MODES:
         raise ConvScopeError(f"count must be one of {', '.join(COUNT_MODES)}, got {count!r}")
-    shape = tuple(input_shape)
-    itemsize = np.dtype(dtype).itemsize
-    walker = _Walker(check_batch(batch), count, itemsize, explain)
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        raise ConvScopeError(
+            f"dtype must be a NumPy dtype such as 'float32', got {dtype!r}"
+        ) from None
+    module, label = _resolve(model, shape)
+    walker = _Walker(batch, count, itemsize, explain)
     spatial = len(shape) - 1
     walker.walk(module, "", 0, shape, Field.identity(spatial) if spatial >= 1 else None)
     return Report(

@@ -10,6 +10,7 @@ from typing import Any
 from .. import registry
 from ..containers import Container, Sequential
 from ..errors import ConvScopeError, NotComposableError
+from ..geometry import Shape, check_sizes, positive_int
 from ..grammar import Context, parse_layer, per_axis_rank
 from ..module import Module
 from ..ops.base import LinearMap
@@ -33,10 +34,26 @@ class ChainLink:
         return f"{self.label} {self.map.reads_as}"
 
 
+def check_chain_shape(input_shape: object) -> Shape | None:
+    """A chain's ``input_shape`` argument: None, or sizes (C, *spatial) as Python ints."""
+    if input_shape is None:
+        return None
+    return check_sizes(input_shape, "compose", "an input_shape (C, *spatial)")
+
+
+def check_channels(in_channels: object) -> int | None:
+    """A chain's ``in_channels`` argument: None, or an int >= 1."""
+    return None if in_channels is None else positive_int(in_channels, "in_channels")
+
+
 def flatten_layers(layers: Sequence[Module] | Module) -> list[Module]:
     """The chain's layers, with Sequentials opened."""
     if isinstance(layers, Module):
         layers = [layers]
+    elif not isinstance(layers, Sequence) or isinstance(layers, str):
+        raise NotComposableError(
+            f"layers must be a convscope.nn module or a list of them, got {type(layers).__name__}"
+        )
     out: list[Module] = []
     for layer in layers:
         if isinstance(layer, Sequential):
@@ -58,7 +75,7 @@ def chain_links(
     if not modules:
         raise NotComposableError("compose needs at least one layer")
     links: list[ChainLink] = []
-    channels, ndim = in_channels, None
+    channels, ndim = check_channels(in_channels), None
     for i, module in enumerate(modules, start=1):
         label = f"layer {i} ({type(module).__name__})"
         if isinstance(module, Container):
@@ -97,6 +114,13 @@ def parse_chain(texts: Sequence[str], input_shape: Sequence[int] | None = None) 
     the input's, else the longest per-axis list, else 2-D; the channels start at the input's
     (default 1). Every layer is read at inference (eval mode)."""
     kinds = registry.layer_kinds()
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise NotComposableError(
+            f"texts must be a list of layer texts such as ['conv k=3'], got {type(texts).__name__}"
+        )
+    if not all(isinstance(text, str) for text in texts):
+        raise NotComposableError("texts must be strings such as 'conv k=3 s=2'")
+    input_shape = check_chain_shape(input_shape)
     try:
         parsed = [(text, *parse_layer(text, kinds)) for text in texts]
     except ConvScopeError as error:

@@ -12,7 +12,7 @@ from ..counting import Cost, OpCount, ParamCount
 from ..explain import Working
 from ..geometry import Shape
 from ..module import Module
-from .chain import flatten_layers
+from .chain import check_chain_shape, flatten_layers
 from .specs import compose_spec
 
 
@@ -84,6 +84,7 @@ def compare_cost(
     """Parameters and, for an input shape, exact operation counts of the chain (the sum of its
     layers' own ``.params()`` and ``.cost()``) and of the single equivalent convolution."""
     modules = flatten_layers(layers)
+    input_shape = check_chain_shape(input_shape)
     chain = Sequential(*modules)
     single = compose_spec(modules, input_shape, in_channels=in_channels).spec
     w = w or Working(record=False)

@@ -25,7 +25,7 @@ from ..explain import Explanation, Working
 from ..geometry import Shape, axis_names, prod
 from ..module import Module
 from ..ops.conv import ConvSpec
-from .chain import ChainLink, chain_links, flatten_layers
+from .chain import ChainLink, chain_links, check_chain_shape, flatten_layers
 
 
 def fold_spec(a: ConvSpec, b: ConvSpec, w: Working) -> ConvSpec:
@@ -241,7 +241,7 @@ def compose_spec(
 ) -> Composition:
     """The single convolution equal to a chain (kernel, stride, dilation, padding), with its
     derivation and, for an input shape, the output positions where it is not exact."""
-    shape = tuple(input_shape) if input_shape is not None else None
+    shape = check_chain_shape(input_shape)
     links = chain_links(layers, shape[0] if shape else in_channels)
     w = Working(record=explain)
     w.section("The chain as convolutions")
