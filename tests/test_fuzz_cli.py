@@ -244,15 +244,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Tracebacks outside the command line's own code, left to their owners: (what, a test on the
 # argument list and the problem). Empty when none is known.
-KNOWN: list[tuple[str, object]] = [
-    (
-        "pool --analyze allocates arrays of the whole input: a huge --input runs out of memory "
-        "or time (pool_analysis, the analysis helper's)",
-        lambda argv, found: (
-            "--analyze" in argv and any("MemoryError" in f or "timeout" in f for f in found)
-        ),
-    ),
-]
+KNOWN: list[tuple[str, object]] = []  # tracebacks known and not yet fixed: none
 
 
 def _known(argv: list[str], found: list[str]) -> bool:

@@ -439,3 +439,17 @@ def test_cli_bad_input_exits_2_with_one_line(argv, capsys):
 def test_errors_are_convscope_errors():
     with pytest.raises(ConvScopeError):
         analyze_pool(nn.MaxPool2d(2), (3, 8, 8), seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options", "message"),
+    [
+        ((512, 224, 224), {}, "over its 256 MiB budget: lower the input size"),
+        ((8, 32, 32), {"trials": 100_000}, r"lower --trials \(at most 512 here\)"),
+        ((8, 32, 32), {"shifts": 100_000}, "over its budget of 64,000,000: lower --shifts"),
+        ((4, 200, 200), {"shifts": 100}, "over its budget of 64,000,000: lower --shifts"),
+    ],
+)
+def test_analysis_refuses_what_is_over_its_budget_before_allocating(shape, options, message):
+    with pytest.raises(ConvScopeError, match=message):
+        analyze_pool(nn.MaxPool2d(2), shape, **options)

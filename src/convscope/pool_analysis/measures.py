@@ -166,6 +166,36 @@ def _conv_side(spec: ConvSpec, shape: Shape, batch: int, count: str, where: str)
 # -- the analysis --------------------------------------------------------------------------------
 
 
+#: The measurements run the engine on float64 arrays of ``trials`` inputs; about six such
+#: arrays are alive at once (measured with tracemalloc), eight are budgeted.
+MEMORY_BUDGET = 256 * 2**20
+ARRAYS_ALIVE = 8
+#: Input entries × trials × (shifts + 2) passes: a few seconds of engine work on two cores.
+WORK_BUDGET = 64_000_000
+
+
+def _check_budget(shape: Sequence[int], trials: int, shifts: int) -> None:
+    """Refuses, before allocating, an analysis over the memory or work budget, naming what to
+    lower."""
+    entries = prod(shape)
+    need = 8 * ARRAYS_ALIVE * entries * trials
+    if need > MEMORY_BUDGET:
+        most = MEMORY_BUDGET // (8 * ARRAYS_ALIVE * entries)
+        lower = f"--trials (at most {most} here)" if most >= 1 else "the input size"
+        raise LayerConfigError(
+            f"pool --analyze needs about {need / 2**20:,.0f} MiB for {trials} trials of "
+            f"{entries:,} input entries, over its {MEMORY_BUDGET // 2**20} MiB budget: lower "
+            f"{lower}"
+        )
+    work = entries * trials * (shifts + 2)
+    if work > WORK_BUDGET:
+        raise LayerConfigError(
+            f"pool --analyze would run {work:,} entry-passes (input entries × trials × "
+            f"(shifts + 2)), over its budget of {WORK_BUDGET:,}: lower --shifts, --trials or "
+            "the input size"
+        )
+
+
 def analyze_pool(
     layer_or_spec: Any,
     input_shape: Sequence[int],
@@ -201,6 +231,7 @@ def analyze_pool(
         raise LayerConfigError(f"seed must be an int >= 0, got {seed!r}")
     if not isinstance(sigma, int | float) or not sigma > 0:
         raise LayerConfigError(f"sigma must be a number > 0, got {sigma!r}")
+    _check_budget(shape, trials, shifts)
     out = spec.output_shape(shape)
     names = axis_names(spec.ndim)
     channels, sizes, out_sizes = shape[0], shape[1:], out[1:]
