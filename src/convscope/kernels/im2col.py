@@ -89,6 +89,8 @@ def conv_core(
     y = np.empty((n, c_out, *out), dtype=dtype) if want_y else None
     gw = np.zeros((groups, co_g, c_g * k), dtype=dtype) if want_gw else None
     gxp = np.zeros((n, c, *padded), dtype=dtype) if padded is not None else None
+    if n == 0:  # an empty batch, as PyTorch allows: nothing to gather, gradients stay zero
+        return y, None if gw is None else gw.reshape(weight.shape), gxp
     ranges = chunks(n, c * k * p * dtype.itemsize)
     buffer = np.empty(c * k * p * (ranges[0][1] - ranges[0][0]), dtype=dtype)
     for n0, n1 in ranges:

@@ -41,6 +41,8 @@ def input_gradient(
         return g_xhat * inv
     axes = tuple(axes)
     m = int(np.prod([g_xhat.shape[a] for a in axes]))
+    if m == 0:  # an empty batch (BatchNorm's axes hold it): no values, no division by m
+        return np.zeros_like(g_xhat)
     s1 = g_xhat.sum(axis=axes, keepdims=True)
     s2 = (g_xhat * xhat).sum(axis=axes, keepdims=True)
     return (inv / m) * (m * g_xhat - s1 - xhat * s2)
@@ -121,7 +123,12 @@ def channel_norm(
     if (rm is None) != (rv is None):
         raise ShapeError(f"{name} takes both running_mean and running_var, or neither")
     axes = channel_axes(x, per_image)
-    if own:
+    if own and x.shape[0] == 0:
+        # An empty batch (as PyTorch allows) has no statistics: nothing to normalise, and the
+        # running ones stay as they are, as PyTorch's. Avoids NaN means of empty slices.
+        kept = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+        mean, var = np.zeros(kept, x.dtype), np.ones(kept, x.dtype)
+    elif own:
         m = enough_values(name, x, per_image)
         mean, var = moments(x, axes)
         if rm is not None and rv is not None:

@@ -142,10 +142,16 @@ def _check(
     return x, weight, bias, spec
 
 
+def _output_shape(x: np.ndarray, spec: LinearSpec) -> tuple[int, ...]:
+    """The output shape for ``x`` (last axis checked by _check). Not the spec's shape rule,
+    which takes sizes >= 1: as in PyTorch, a leading axis (the batch) may be empty."""
+    return (*x.shape[:-1], spec.out_features)
+
+
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """``y = x · Wᵀ + b`` over the last axis: x (..., in), weight (out, in), bias (out,)."""
     x, weight, bias, spec = _check(x, weight, bias)
-    out_shape = spec.output_shape(x.shape)
+    out_shape = _output_shape(x, spec)
     y = x.reshape(-1, spec.in_features) @ weight.T
     if bias is not None:
         y += bias
@@ -161,7 +167,7 @@ def linear_backward(
     same_dtype(grad_out=grad_out, x=x)
     expect_shape(
         grad_out,
-        spec.output_shape(x.shape),
+        _output_shape(x, spec),
         "grad_out",
         f"for x {tuple(x.shape)} and weight {tuple(weight.shape)}",
     )

@@ -407,7 +407,8 @@ def _group_norm(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> 
     c = x.shape[1:2]
     weight, bias = checked_vector(weight, "weight", c, x), checked_vector(bias, "bias", c, x)
     same_dtype(x=x, weight=weight, bias=bias)
-    grouped = x.reshape(x.shape[0], num_groups, -1)
+    # the group size spelled out: -1 cannot be inferred for an empty batch (N = 0)
+    grouped = x.reshape(x.shape[0], num_groups, prod(x.shape[1:]) // num_groups)
     xhat, inv = kernel.normalize(grouped, *kernel.moments(grouped, (2,)), eps)
     w, b = (None if v is None else per_channel(v, x.ndim) for v in (weight, bias))
     return x, scale_shift(xhat.reshape(x.shape), w, b), (xhat, inv, (2,), True), w
