@@ -301,3 +301,26 @@ def test_api_entry_points_name_a_wrong_argument():
             call()
     report = summary("lenet5", (np.int64(1), 32, 32), batch=np.int64(2))
     assert report.total_macs == summary("lenet5", (1, 32, 32), batch=2).total_macs
+
+
+def test_norm_numbers_and_huge_sizes_in_the_python_api():
+    """eps must be a finite number > 0 and momentum in [0, 1]; sizes past float range still
+    build (the initialiser's bound is taken through the log); NumPy ints are stored as ints."""
+    import numpy as np
+
+    from convscope import nn as cnn
+
+    for make in (
+        lambda: cnn.BatchNorm2d(4, eps=-1),
+        lambda: cnn.LayerNorm(4, eps=0),
+        lambda: cnn.GroupNorm(2, 4, eps=float("nan")),
+        lambda: cnn.BatchNorm2d(4, momentum=2),
+    ):
+        with pytest.raises(ConvScopeError, match="eps must be|momentum must be"):
+            make()
+    assert cnn.Linear(10**400, 3).spec.in_features == 10**400
+    spec = cnn.Conv2d(np.int64(4), np.int64(8), 3).spec
+    assert type(spec.in_channels) is int and type(spec.out_channels) is int
+    assert type(cnn.Linear(np.int64(4), 3).spec.in_features) is int
+    with pytest.raises(ConvScopeError, match="dim 99"):
+        cnn.Concat(cnn.ReLU(), dim=99).output_shape((3, 4, 4))

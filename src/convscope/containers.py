@@ -223,9 +223,10 @@ class Concat(Container):
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         shapes = [b.output_shape(input_shape) for b in self.branches]
-        if len(shapes) == 1:
-            return shapes[0]
-        return self.spec.output_shape(shapes)
+        if len(shapes) > 1:
+            return self.spec.output_shape(shapes)
+        self.spec.output_shape(shapes * 2)  # one branch is its output; dim must be one of its axes
+        return shapes[0]
 
     def macs(self, input_shape: Sequence[int], batch: int = 1) -> int:
         return sum(b.macs(input_shape, batch) for b in self.branches)

@@ -52,6 +52,13 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def set_counts(spec: object, *fields: str) -> None:
+    """A frozen spec's count ``fields`` checked (``positive_int``) and stored as Python ints, so
+    that a NumPy integer never reaches a count (its arithmetic wraps past 2^63)."""
+    for name in fields:
+        object.__setattr__(spec, name, positive_int(getattr(spec, name), name))
+
+
 def _sequence(value: object) -> tuple[Any, ...] | None:
     """A list, tuple, other sequence or 1-D NumPy array as a tuple; anything else (a string, a
     number, None) is None, for the caller's message."""

@@ -239,7 +239,8 @@ class WeightedModule(Module):
     (U(±1/√fan_in)). Subclasses hand the arrays to their family's forward and backward."""
 
     def _register_weights(self, shape: Sequence[int], fan_in: int, bias: int | None) -> None:
-        init = uniform_init(1.0 / math.sqrt(fan_in))
+        # 1/√fan_in through the log: math.sqrt overflows on ints past float range
+        init = uniform_init(math.exp(-0.5 * math.log(fan_in)))
         self.register("weight", Parameter(shape, init))
         if bias is not None:
             self.register("bias", Parameter((bias,), init))

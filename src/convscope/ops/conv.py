@@ -130,7 +130,7 @@ class ConvSpec(KernelSpec):
     ) -> ConvSpec:
         """Validates PyTorch-style arguments and resolves them to per-axis values; after the
         rank, these are the arguments of the ``Conv*d`` modules."""
-        check_channels(in_channels, out_channels, groups)
+        in_channels, out_channels, groups = check_channels(in_channels, out_channels, groups)
         kernel, strides, dilations = kernel_axes(ndim, kernel_size, stride, dilation)
         if padding_mode not in PADDING_MODES:
             raise LayerConfigError(

@@ -97,7 +97,7 @@ class ConvTransposeSpec(KernelSpec):
     ) -> ConvTransposeSpec:
         """Validates PyTorch-style arguments and resolves them to per-axis values; after the
         rank, these are the arguments of the ``ConvTranspose*d`` modules."""
-        check_channels(in_channels, out_channels, groups)
+        in_channels, out_channels, groups = check_channels(in_channels, out_channels, groups)
         if isinstance(padding, str):
             raise LayerConfigError(
                 f"ConvTranspose{ndim}d takes an int or per-axis padding, not {padding!r}"

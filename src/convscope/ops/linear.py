@@ -15,7 +15,7 @@ from ..arrays import expect_rank, expect_shape, float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
 from ..errors import ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_sizes, positive_int, prod
+from ..geometry import Shape, check_sizes, prod, set_counts
 from ..grammar import Context, LayerKind, Option, parse_int
 from ..module import Module, WeightedModule
 from .base import Op, not_a_convolution, weight_params
@@ -35,8 +35,7 @@ class LinearSpec(Op):
     name = "Linear"
 
     def __post_init__(self) -> None:
-        positive_int(self.in_features, "in_features")
-        positive_int(self.out_features, "out_features")
+        set_counts(self, "in_features", "out_features")
 
     def _check_input(self, input_shape: Sequence[int]) -> Shape:
         shape = check_sizes(input_shape, "Linear", "a (..., in_features) input")

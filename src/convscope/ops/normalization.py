@@ -18,7 +18,7 @@ from .. import registry
 from ..arrays import float_array, same_dtype
 from ..errors import LayerConfigError, NotComposableError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_sizes, is_int, positive_int, prod
+from ..geometry import Shape, check_sizes, is_int, prod, set_counts
 from ..grammar import Context, LayerKind
 from ..kernels import normalize as kernel
 from ..kernels.normalize import (
@@ -40,6 +40,7 @@ from .normalizing import (
     NormSpec,
     _expect_channels,
     channel_norm_call,
+    check_norm_numbers,
     norm_call,
 )
 
@@ -117,6 +118,7 @@ class LayerNormSpec(NormSpec):
     _positional: ClassVar = ("normalized_shape",)
 
     def __post_init__(self) -> None:
+        check_norm_numbers(self.eps)
         if not isinstance(self.normalized_shape, tuple):
             raise LayerConfigError(
                 f"normalized_shape must be a tuple, got {self.normalized_shape!r}"
@@ -173,8 +175,8 @@ class GroupNormSpec(NormSpec):
     _positional: ClassVar = ("num_groups", "num_channels")
 
     def __post_init__(self) -> None:
-        positive_int(self.num_groups, "num_groups")
-        positive_int(self.num_channels, "num_channels")
+        set_counts(self, "num_groups", "num_channels")
+        check_norm_numbers(self.eps)
         if self.num_channels % self.num_groups:
             raise LayerConfigError(
                 f"num_groups must divide num_channels: {self.num_channels} is not divisible by "

@@ -4,6 +4,7 @@ running statistics. The array passes are ``convscope.kernels.normalize``'s."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +14,9 @@ import numpy as np
 from .. import registry
 from ..arrays import float_array, same_dtype
 from ..counting import Cost, OpCount, ParamCount
-from ..errors import ShapeError
+from ..errors import LayerConfigError, ShapeError
 from ..explain import Working, shape_text
-from ..geometry import Shape, check_input_rank, positive_int, prod
+from ..geometry import Shape, check_input_rank, prod, set_counts
 from ..kernels.normalize import (
     channel_axes,
     channel_norm,
@@ -138,6 +139,19 @@ class NormSpec(Op):
         return field.with_statistics() if own and len(input_shape) > 1 else field
 
 
+def check_norm_numbers(eps: Any, momentum: Any = None) -> None:
+    """eps a finite number > 0 (it is added under a square root) and momentum None or a
+    finite number in [0, 1], as a running average needs."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise LayerConfigError(f"eps must be a finite number > 0, got {eps!r}")
+    if momentum is not None and (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, (int, float))
+        or not 0 <= momentum <= 1
+    ):
+        raise LayerConfigError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
+
+
 def _expect_channels(spec: Any, shape: Shape, channels: int) -> Shape:
     if shape[0] != channels:
         raise ShapeError(
@@ -163,7 +177,8 @@ class ChannelNormSpec(NormSpec):
     _kind: ClassVar[str]
 
     def __post_init__(self) -> None:
-        positive_int(self.num_features, "num_features")
+        set_counts(self, "num_features")
+        check_norm_numbers(self.eps, self.momentum)
 
     @property
     def name(self) -> str:

@@ -39,7 +39,7 @@ class PixelShuffleSpec(Op):
 
     def __post_init__(self) -> None:
         what = "downscale_factor" if self.inverse else "upscale_factor"
-        positive_int(self.factor, what)
+        object.__setattr__(self, "factor", positive_int(self.factor, what))
 
     @property
     def name(self) -> str:

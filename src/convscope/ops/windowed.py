@@ -26,16 +26,17 @@ if TYPE_CHECKING:
 # -- convolutions --------------------------------------------------------------------------------
 
 
-def check_channels(in_channels: int, out_channels: int, groups: int) -> None:
-    """Channels and groups as PyTorch requires them."""
-    positive_int(in_channels, "in_channels")
-    positive_int(out_channels, "out_channels")
-    positive_int(groups, "groups")
+def check_channels(in_channels: int, out_channels: int, groups: int) -> tuple[int, int, int]:
+    """Channels and groups as PyTorch requires them, as Python ints."""
+    in_channels = positive_int(in_channels, "in_channels")
+    out_channels = positive_int(out_channels, "out_channels")
+    groups = positive_int(groups, "groups")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if value % groups:
             raise LayerConfigError(
                 f"groups must divide {name}: {value} is not divisible by groups={groups}"
             )
+    return in_channels, out_channels, groups
 
 
 def kernel_axes(
