@@ -353,3 +353,38 @@ def test_adaptive_min_hitting_matches_greedy() -> None:
             w = AdaptiveWindows(size, out)
             windows = [(lo, hi - 1) for lo, hi in (w.bounds(i) for i in range(out))]
             assert w.min_hitting() == _min_hitting(windows), (size, out)
+
+
+def test_copied_sources_of_reflect_and_circular_pads_match_enumeration() -> None:
+    """The sources a reached padding position copies, counted per residue of the stride (no
+    loop over the pad), against the set of copied positions enumerated."""
+    import random
+
+    from convscope.geometry import _copied_sources, padded_source
+
+    rng = random.Random(3)
+    for _ in range(3000):
+        size, mode = rng.randint(1, 25), rng.choice(["reflect", "circular"])
+        limit = size - 1 if mode == "reflect" else size
+        before, after = rng.randint(0, limit), rng.randint(0, limit)
+        k, s, d = rng.randint(1, 6), rng.randint(1, 9), rng.randint(1, 5)
+        padded, start = size + before + after, rng.choice([0, rng.randint(0, 3)])
+        if d * (k - 1) + 1 + start > padded:
+            continue
+        count = (padded - start - d * (k - 1) - 1) // s + 1
+        w = Windows(padded, start, k, s, d, count)
+        reached = {start + o * s + t * d for o in range(count) for t in range(k)}
+        real = {q - before for q in reached if before <= q < before + size}
+        pads = {q for q in reached if not before <= q < before + size}
+        copied = {padded_source(q, before, size, mode) for q in pads} - real
+        assert _copied_sources(w, before, size, mode) == len(copied)
+
+
+def test_a_reflect_pad_of_ten_million_with_gaps_is_answered() -> None:
+    """A strided conv whose windows skip positions, over a reflect pad of 10^8: counted per
+    residue of the stride, it finishes (a loop over the pad would take minutes)."""
+    from convscope import nn as cnn
+
+    spec = cnn.Conv1d(1, 1, 1, stride=3, padding=10**8, padding_mode="reflect").spec
+    cost = spec.cost((1, 10**9), 1)
+    assert cost.forward.mults == (10**9 + 2 * 10**8 - 1) // 3 + 1

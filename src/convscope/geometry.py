@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -561,6 +561,8 @@ def reached_sources(padded: Windows, before: int, size: int, mode: str) -> int:
         )
         if padded.positions_used(0, last + 1) == last + 1:  # every position 0 .. last
             return _union_length(_source_intervals(-before, last - before, size, mode))
+    if padded.kernel <= pad_before + pad_after:  # the cheaper of the two exact ways
+        return interior + _copied_sources(padded, before, size, mode)
     extra = set()  # gaps: bounded by the pads, which reflection and wrapping keep below size
     for q in (*range(pad_before), *range(before + size, before + size + pad_after)):
         if padded.reaches(q):
@@ -568,3 +570,66 @@ def reached_sources(padded: Windows, before: int, size: int, mode: str) -> int:
             if not padded.reaches(j + before):
                 extra.add(j)
     return interior + len(extra)
+
+
+def _tap_progressions(
+    w: Windows, lo: int, hi: int, offset: int, sign: int
+) -> Iterator[tuple[int, int, int]]:
+    """The positions ``offset + sign·p`` of the taps at padded positions ``lo ≤ p < hi``, one
+    arithmetic progression of step ``stride`` per tap, each as (residue, first, last index):
+    the values ``residue + index·stride``."""
+    s = w.stride
+    for t in range(w.kernel):  # one progression per tap: loops over taps, never positions
+        base = w.start + t * w.dilation
+        first = max(0, -((base - lo) // s))  # ⌈(lo − base) / s⌉
+        last = min(w.count - 1, (hi - 1 - base) // s)
+        if first > last:
+            continue
+        low = offset + sign * (base + (first if sign > 0 else last) * s)
+        residue, index = low % s, low // s
+        yield residue, index, index + last - first
+
+
+def _copied_sources(w: Windows, before: int, size: int, mode: str) -> int:
+    """Real positions that a reached padding position copies (reflect or circular) and that no
+    reached real position already covers: per residue of the stride, intervals of indices."""
+    after_start = before + size
+    if mode == "reflect":
+        maps = [(0, before, before, -1), (after_start, w.size, 2 * (size - 1) + before, -1)]
+    else:  # circular
+        maps = [(0, before, size - before, 1), (after_start, w.size, -before - size, 1)]
+    copied: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi, offset, sign in maps:
+        for residue, a, b in _tap_progressions(w, max(lo, 0), hi, offset, sign):
+            copied.setdefault(residue, []).append((a, b))
+    read: dict[int, list[tuple[int, int]]] = {}
+    for residue, a, b in _tap_progressions(w, before, after_start, -before, 1):
+        read.setdefault(residue, []).append((a, b))
+    return sum(
+        _interval_difference(spans, read.get(residue, [])) for residue, spans in copied.items()
+    )
+
+
+def _interval_difference(spans: list[tuple[int, int]], minus: list[tuple[int, int]]) -> int:
+    """Integers in the union of the closed intervals ``spans`` and in none of ``minus``."""
+    keep, drop = _merged(spans), _merged(minus)
+    shared, j = 0, 0
+    for a, b in keep:  # both lists sorted and disjoint: one pass over each
+        while j < len(drop) and drop[j][1] < a:
+            j += 1
+        k = j
+        while k < len(drop) and drop[k][0] <= b:
+            shared += min(b, drop[k][1]) - max(a, drop[k][0]) + 1
+            k += 1
+    return sum(b - a + 1 for a, b in keep) - shared
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Closed intervals merged where they touch or overlap, in order."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
