@@ -268,44 +268,47 @@ def mul_backward(grad_out: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np
     return _unbroadcast(grad_out * y, x.shape), _unbroadcast(grad_out * x, y.shape)
 
 
+def _reduced_axes(spec: MeanSpec, x: np.ndarray) -> tuple[int, ...]:
+    """The array axes (batch = 0) that ``spec`` reduces, after checking ``x``'s sample shape."""
+    return tuple(a + 1 for a in spec._axes(spec._check_input(x.shape[1:])))
+
+
+def _spread_back(spec: MeanSpec, grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The output gradient copied to every input of its reduction (the adjoint of a sum)."""
+    x, grad_out = float_array(x, "x"), float_array(grad_out, "grad_out")
+    axes = _reduced_axes(spec, x)
+    what = f"(the {spec.name.lower()})"
+    expect_shape(grad_out, (x.shape[0], *spec.output_shape(x.shape[1:])), "grad_out", what)
+    kept = grad_out if spec.keepdim else np.expand_dims(grad_out, axes)
+    return np.broadcast_to(kept, x.shape).copy()
+
+
 def mean(x: np.ndarray, dims: Sequence[int], keepdim: bool = False) -> np.ndarray:
     """The mean over ``dims`` (PyTorch numbering, batch = 0, which is never reduced)."""
     x = float_array(x, "x")
-    spec = MeanSpec(tuple(dims), keepdim)
-    axes = tuple(a + 1 for a in spec._axes(spec._check_input(x.shape[1:])))
-    return x.mean(axis=axes, keepdims=keepdim)
+    return x.mean(axis=_reduced_axes(MeanSpec(tuple(dims), keepdim), x), keepdims=keepdim)
 
 
 def mean_backward(
     grad_out: np.ndarray, x: np.ndarray, dims: Sequence[int], keepdim: bool = False
 ) -> np.ndarray:
     """ε / n copied to the n inputs of each mean."""
-    x, grad_out = float_array(x, "x"), float_array(grad_out, "grad_out")
     spec = MeanSpec(tuple(dims), keepdim)
-    axes = [a + 1 for a in spec._axes(spec._check_input(x.shape[1:]))]
-    expect_shape(grad_out, (x.shape[0], *spec.output_shape(x.shape[1:])), "grad_out", "(the mean)")
-    kept = grad_out if keepdim else np.expand_dims(grad_out, tuple(axes))
-    return np.broadcast_to(kept / prod(x.shape[a] for a in axes), x.shape).copy()
+    n = prod(np.shape(x)[a] for a in _reduced_axes(spec, float_array(x, "x")))
+    return _spread_back(spec, float_array(grad_out, "grad_out") / n, x)
 
 
 def sum_(x: np.ndarray, dims: Sequence[int], keepdim: bool = False) -> np.ndarray:
     """The sum over ``dims`` (PyTorch numbering, batch = 0, which is never reduced)."""
     x = float_array(x, "x")
-    spec = SumSpec(tuple(dims), keepdim)
-    axes = tuple(a + 1 for a in spec._axes(spec._check_input(x.shape[1:])))
-    return x.sum(axis=axes, keepdims=keepdim)
+    return x.sum(axis=_reduced_axes(SumSpec(tuple(dims), keepdim), x), keepdims=keepdim)
 
 
 def sum_backward(
     grad_out: np.ndarray, x: np.ndarray, dims: Sequence[int], keepdim: bool = False
 ) -> np.ndarray:
     """ε copied to the n inputs of each sum."""
-    x, grad_out = float_array(x, "x"), float_array(grad_out, "grad_out")
-    spec = SumSpec(tuple(dims), keepdim)
-    axes = [a + 1 for a in spec._axes(spec._check_input(x.shape[1:]))]
-    expect_shape(grad_out, (x.shape[0], *spec.output_shape(x.shape[1:])), "grad_out", "(the sum)")
-    kept = grad_out if keepdim else np.expand_dims(grad_out, tuple(axes))
-    return np.broadcast_to(kept, x.shape).copy()
+    return _spread_back(SumSpec(tuple(dims), keepdim), grad_out, x)
 
 
 sum_.__name__ = "sum"  # the engine's public name, as torch.sum
