@@ -390,9 +390,8 @@ class Recorder(TorchFunctionMode):
             if work.output_shape(()) != expected:
                 raise registry.Unsupported("its shape rule differs from the run's")
         except ConvScopeError as why:
-            where = f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
             reason = f", {why}" if str(why) else ""
-            self.unsupported.append(f"{path}{where} (on parameters{reason})")
+            self.unsupported.append(f"{path}{self._where()} (on parameters{reason})")
             return
         name = self._name(path.rsplit(".", 1)[-1])
         self._store(name, Node(work, [], work.name, params=self._claim(reads)))
@@ -412,7 +411,7 @@ class Recorder(TorchFunctionMode):
             (), {}, tuple(tuple(int(v) for v in t.shape) for t in operands), (), (batched,)
         )
         spec = tables()[0][torch.einsum][1](call)
-        reads = [n for t in operands for n in self.constants.get(id(t), ())]
+        _, reads = self._sources(operands)
         return OnParametersSpec(spec, list(call.operands), 1), reads
 
     def _parts(self, args: Any, kwargs: dict, out: Any) -> None:
@@ -511,43 +510,53 @@ class Recorder(TorchFunctionMode):
             raise registry.Unsupported(
                 f"convscope's shape {found} differs from the run's {expected}"
             )
+        self._add(name, spec, list(inputs), out, kind, params)
+
+    def _add(
+        self,
+        name: str,
+        spec: Op,
+        inputs: list[str],
+        t: torch.Tensor,
+        kind: str | None,
+        params: ParamCount | None,
+    ) -> None:
+        """Stores the step that computed ``t``, run once per entry of its leading axis."""
         step = self._name(name)
-        repeat = int(out.shape[0]) // RUN_BATCH
-        self._store(step, Node(spec, list(inputs), kind, params=params, repeat=repeat))
-        self.shapes[step] = found
-        self._bind(out, step)
+        runs = int(t.shape[0]) // RUN_BATCH
+        self._store(step, Node(spec, inputs, kind, params=params, repeat=runs))
+        self.shapes[step] = self._free(t)
+        self._bind(t, step)
+
+    def _sources(self, tensors: list) -> tuple[list[str], list[str]]:
+        """The steps and the parameters a call's tensors read."""
+        steps = list(dict.fromkeys(s for t in tensors if (s := self._step(t)) is not None))
+        reads = [n for t in tensors for n in self.constants.get(id(t), ())]
+        return steps, reads
+
+    def _where(self) -> str:
+        """`` in 'module.path'`` for the module being run, for a listed call."""
+        return f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
 
     def _regroup(self, path: str, tensors_in: list, out: Any) -> None:
         """Values moved across the batch axis: no arithmetic, receptive field unknown."""
-        steps = list(dict.fromkeys(s for t in tensors_in if (s := self._step(t)) is not None))
-        reads = [n for t in tensors_in for n in self.constants.get(id(t), ())]
+        steps, reads = self._sources(tensors_in)
         flat, _ = tree_flatten(out)
         for t in (t for t in flat if isinstance(t, torch.Tensor)):
-            shape = self._free(t)
-            step = self._name(path.rsplit(".", 1)[-1])
-            repeat = int(t.shape[0]) // RUN_BATCH if t.shape[0] % RUN_BATCH == 0 else 1
-            spec = RegroupSpec(path, shape, len(flat) > 1 or path.endswith("__getitem__"))
-            self._store(step, Node(spec, steps, None, params=self._claim(reads), repeat=repeat))
-            self.shapes[step] = shape
-            self._bind(t, step)
+            part = len(flat) > 1 or path.endswith("__getitem__")
+            spec = RegroupSpec(path, self._free(t), part)
+            self._add(path.rsplit(".", 1)[-1], spec, steps, t, None, self._claim(reads))
 
     def _opaque(self, path: str, name: str, t: Any, tensors_in: list, why: str) -> None:
         """A call without a rule: listed, its output passed on with the run's shape."""
-        steps = list(dict.fromkeys(s for u in tensors_in if (s := self._step(u)) is not None))
-        reads = [n for u in tensors_in for n in self.constants.get(id(u), ())]
-        where = f" in '{self.scope[-1]}'" if self.scope and self.scope[-1] else ""
-        label = f"{path}{where}"
+        steps, reads = self._sources(tensors_in)
+        label = f"{path}{self._where()}"
         self.unsupported.append(label + (f" ({why})" if why else ""))
         if not isinstance(t, torch.Tensor) or t.dim() == 0:
             return
-        shape = self._free(t)
-        step = self._name(name)
-        repeat = max(int(t.shape[0]) // RUN_BATCH, 1)
         kind = f"{path.rsplit('.', 1)[-1]} (not counted)"
-        node = Node(OpaqueSpec(label, shape), steps or ["input"], kind, self._claim(reads), repeat)
-        self._store(step, node)
-        self.shapes[step] = shape
-        self._bind(t, step)
+        spec = OpaqueSpec(label, self._free(t))
+        self._add(name, spec, steps or ["input"], t, kind, self._claim(reads))
 
     # -- the graph --------------------------------------------------------------------------
     def _graph(self, out: Any) -> Graph:
