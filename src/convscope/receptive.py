@@ -77,6 +77,14 @@ class Field:
             return self.axes if all(a < rank for a in self.axes) else None
         return tuple(range(1, rank)) if rank == len(self.size) + 1 else None
 
+    def spatial_index(self, rank: int, axis: int) -> int | None:
+        """Which of the field's spatial axes the per-sample ``axis`` of a ``rank``-axis shape
+        is: None for a channel (not a spatial) axis, -1 where a reshape has lost the layout."""
+        places = self.spatial_axes(rank)
+        if places is None:
+            return -1
+        return places.index(axis) if axis in places else None
+
     def permuted(self, dims: Shape) -> Field:
         """After reordering the axes (``dims`` in PyTorch numbering, batch = 0)."""
         axes = self.spatial_axes(len(dims) - 1)

@@ -24,7 +24,6 @@ from ..explain import Working, shape_text
 from ..geometry import Shape, _union_length, check_sizes, is_int, prod
 from ..module import Module
 from .base import Op, no_macs, no_params, not_a_convolution, noted_shape
-from .softmax import field_axis
 
 if TYPE_CHECKING:
     from ..receptive import Field
@@ -210,7 +209,7 @@ class PadSpec(Op):
         rank = len(input_shape)
         shifts = [0] * len(field.size)
         for k, (before, after) in enumerate(pad_pairs_of(self.padding)):
-            a = field_axis(field, input_shape, rank - 1 - k)
+            a = field.spatial_index(rank, rank - 1 - k)
             if a is None:
                 continue  # a padded channel axis moves no spatial position
             if a < 0:

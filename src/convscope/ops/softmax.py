@@ -127,25 +127,12 @@ class SoftmaxSpec(Op):
         (stride 0), which later layers neither widen nor shift; exact."""
         if field.global_ or field.undefined or field.unknown:
             return field
-        a = field_axis(field, input_shape, self.axis(input_shape))
+        a = field.spatial_index(len(input_shape), self.axis(input_shape))
         if a is None:
             return field
         if a < 0:  # a reshape lost which axes are spatial
             return field.as_unknown()
         return field.spread(a, input_shape[self.axis(input_shape)])
-
-
-def field_axis(field: Field, shape: Shape, axis: int) -> int | None:
-    """The field's axis for the batch-free ``axis`` of ``shape``: None for a channel (not a
-    spatial) axis, -1 where a reshape has lost where the spatial axes are."""
-    spatial_axes = getattr(field, "spatial_axes", None)  # the layout, where the field tracks it
-    if spatial_axes is None:
-        places = tuple(range(1, len(shape))) if len(shape) == len(field.size) + 1 else None
-    else:
-        places = spatial_axes(len(shape))
-    if places is None:
-        return -1
-    return places.index(axis) if axis in places else None
 
 
 # -- running: functional forward and backward ----------------------------------------------
