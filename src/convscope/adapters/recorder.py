@@ -387,7 +387,8 @@ class Recorder(TorchFunctionMode):
                 if spec is None:
                     return
                 work, expected = OnParametersSpec(spec, shapes, int(lead.shape[0])), self._free(out)
-            if work.output_shape(()) != expected:
+            shape = work.output_shape(())
+            if shape != expected:
                 raise registry.Unsupported("its shape rule differs from the run's")
         except ConvScopeError as why:
             reason = f", {why}" if str(why) else ""
@@ -395,7 +396,7 @@ class Recorder(TorchFunctionMode):
             return
         name = self._name(path.rsplit(".", 1)[-1])
         self._store(name, Node(work, [], work.name, params=self._claim(reads)))
-        self.shapes[name] = work.output_shape(())
+        self.shapes[name] = shape
 
     def _einsum_on_parameters(self, args: Any, kwargs: dict) -> tuple[OnParametersSpec, list]:
         """einsum of parameter tables (MaxViT's relative bias): its operands whole, the
