@@ -288,6 +288,16 @@ def test_receptive_field_of_a_huge_kernel() -> None:
             + ["--output-size", "7"],
             lambda d: d["output_shape"] == [1, 7],
         ),
+        (  # L < O < 2L, coprime: τ once looped over L / gcd windows
+            ["pool", "--kind", "adaptive-max", "--input", "1x1000000007"]
+            + ["--output-size", "1500000000"],
+            lambda d: d["forward"]["compares"] == 1_000_000_006,  # L + O − gcd − O
+        ),
+        (
+            ["pool", "--input", "1x1000000000000000000000", "--kernel", "10000001"]
+            + ["--stride", "10000000", "--dilation", "10000001"],
+            lambda d: d["backward_input"]["upper_bound"],
+        ),
         (
             ["pool", "--input", "1x1000000000", "--kernel", "2", "--dilation", "10000000"],
             lambda d: d["forward"]["compares"] == d["output_shape"][1],
@@ -353,6 +363,51 @@ def test_adaptive_min_hitting_matches_greedy() -> None:
             w = AdaptiveWindows(size, out)
             windows = [(lo, hi - 1) for lo, hi in (w.bounds(i) for i in range(out))]
             assert w.min_hitting() == _min_hitting(windows), (size, out)
+
+
+def test_adaptive_min_hitting_between_l_and_2l_at_1e12() -> None:
+    """τ for L < O < 2L at sizes near 10^12, where a loop over the windows would not finish.
+    O = 2L − 1: the O − (L − 1) = L one-position windows sit on L distinct positions, so τ = L.
+    O = L + 1: the two end windows are single positions and the L − 2 positions between
+    form a path of two-position windows, covered by ⌊(L − 2)/2⌋ more."""
+    size = BIG + 1
+    assert AdaptiveWindows(size, 2 * size - 1).min_hitting() == size
+    assert AdaptiveWindows(size, size + 1).min_hitting() == 2 + (size - 2) // 2
+    assert AdaptiveWindows(3 * size, 3 * (size + 1)).min_hitting() == 3 * (2 + (size - 2) // 2)
+
+
+def test_windows_min_hitting_matches_greedy_per_lattice() -> None:
+    """τ of dilated, strided, padded windows against the greedy by right end run on each
+    lattice of the enumerated windows (windows on different lattices share no position)."""
+    import random
+    from collections import defaultdict
+
+    from convscope.geometry import _min_hitting
+
+    rng = random.Random(5)
+    for _ in range(4000):
+        size, k = rng.randint(1, 40), rng.randint(1, 7)
+        s, d = rng.randint(1, 9), rng.randint(1, 9)
+        start, count = rng.randint(-3 * k * d, 3), rng.randint(0, 30)
+        lattices = defaultdict(list)
+        for o in range(count):
+            taps = [p for p in range(start + o * s, start + o * s + k * d, d) if 0 <= p < size]
+            if taps:
+                lattices[taps[0] % d].append((taps[0] // d, taps[-1] // d))
+        want = sum(_min_hitting(v) for v in lattices.values())
+        w = Windows(size, start, k, s, d, count)
+        assert w.min_hitting() == want, (size, start, k, s, d, count)
+
+
+def test_windows_min_hitting_with_huge_stride_and_dilation() -> None:
+    """Stride D, dilation D + 1, kernel D + 1: D + 1 families, each a chain of c windows where
+    neighbours share exactly one position, so τ = (D + 1)·⌈c/2⌉ (no loop over D)."""
+    big, chain = 10**6, 3
+    k, s, d = big + 1, big, big + 1
+    count = (big + 1) * chain
+    size = (count - 1) * s + (k - 1) * d + 1
+    w = Windows(size, 0, k, s, d, count)
+    assert w.min_hitting() == (big + 1) * ((chain + 1) // 2)
 
 
 def test_copied_sources_of_reflect_and_circular_pads_match_enumeration() -> None:

@@ -299,26 +299,6 @@ def _sumset_count(count: int, s: int, kernel: int, d: int, lo: int, hi: int) -> 
     return upto(hi) - upto(lo - 1)
 
 
-def _regular_min_hitting(start: int, step: int, length: int, count: int, last: int) -> int:
-    """τ for windows ``[start + j·step, start + j·step + length − 1] ∩ [0, last]``, j < count.
-
-    Greedy by right end is optimal. From an unclipped window j it next picks window j + J,
-    ``J = ⌊(length − 1)/step⌋ + 1``, the first that starts past the pick; it stops at the first
-    window clipped at ``last``, whose right end hits every later window.
-    """
-    if last < 0:
-        return 0
-    j_lo = max(0, _ceil_div(-(start + length - 1), step))  # first window reaching 0
-    j_hi = min(count - 1, (last - start) // step)  # last window starting before ``last``
-    if j_lo > j_hi:
-        return 0
-    jump = (length - 1) // step + 1
-    picks = _ceil_div(j_hi - j_lo + 1, jump)
-    clip = last - (start + j_lo * step + length - 1)  # the pick's right end must reach ``last``
-    first_clipped = max(0, _ceil_div(clip, jump * step))
-    return min(picks, first_clipped + 1)
-
-
 @dataclass(frozen=True)
 class Windows:
     """``count`` windows along one axis: tap t of window o is at ``o·stride + t·dilation + start``.
@@ -404,47 +384,46 @@ class Windows:
         return self.positions_used(position, position + 1) > 0
 
     def min_hitting(self) -> int:
-        """Fewest positions that lie in every non-empty window (τ).
+        """Fewest positions that lie in every non-empty window (τ), in closed form.
 
         A window lies on one lattice ``residue + dilation·j``. Windows o ≡ o0 (mod d / g),
         g = gcd(stride, dilation), share a lattice and form a regular family there, with stride
         ``s' = stride / g`` in lattice units; τ adds up over the families. Windows that do not
         overlap on their lattice (``kernel <= s'``) need one position each, and with
-        ``dilation >= size`` every window holds at most one value. Otherwise a family's τ depends
-        only on its first window's lattice index ``a = ⌊(o0·s + start)/d⌋``, its window count and
-        its last lattice index, which are constant on runs of o0: the loop is over the
-        ``s' + 1`` values of ``a`` (fewer than the kernel), not over the windows or positions.
+        ``dilation >= size`` every window holds at most one value.
+
+        Otherwise, once the windows wholly before position 0 are dropped, the greedy by right
+        end picks the right ends of a family's windows 0, J, 2J, … with
+        ``J = ⌊(kernel − 1)/s'⌋ + 1`` (a window clipped at the end is the family's last pick),
+        so a family of N non-empty windows needs ⌈N/J⌉. N is the family's window count, or
+        the windows starting by the last value, ``⌊X/lcm(s, d)⌋ + 1`` with X the room after
+        the family's first tap: summed over o0 as a constant part and a floor sum.
         """
-        d, s, size = self.dilation, self.stride, self.size
+        d, s, size, k = self.dilation, self.stride, self.size, self.kernel
         g = math.gcd(s, d)
         period, step = d // g, s // g
-        if self.kernel <= step:
+        if k <= step:
             return self.windows_used
         if d >= size:
             return self.positions_used()
-        families = min(period, self.count)
-        whole, extra = divmod(self.count, period)  # o0 < extra: whole + 1 windows, else whole
-        top, rho = divmod(size - 1, d)  # a lattice's last index: top if its residue <= rho
+        empty = max(0, _ceil_div(-(self.start + (k - 1) * d), s))  # windows wholly before 0
+        start, count = self.start + empty * s, self.count - empty
+        if count <= 0:
+            return 0
+        jump, spacing = (k - 1) // step + 1, d * step  # spacing: lcm(s, d), a family's stride
+        room = size - 1 - start  # X(o0) = room − o0·s, the positions after family o0's first tap
+        whole, extra = divmod(count, period)  # o0 < extra: whole + 1 windows, else whole
         total = 0
-        a = (self.start) // d
-        while True:
-            first = max(0, _ceil_div(a * d - self.start, s))
-            end = min(families, _ceil_div((a + 1) * d - self.start, s))  # o0 in [first, end)
-            if first >= families:
-                return total
-            cuts = {first, end, min(max(extra, first), end)}
-            cuts.add(min(max((rho + a * d - self.start) // s + 1, first), end))
-            edges = sorted(cuts)
-            for lo, hi in zip(edges, edges[1:]):
-                residue = lo * s + self.start - a * d
-                total += (hi - lo) * _regular_min_hitting(
-                    start=a,
-                    step=step,
-                    length=self.kernel,
-                    count=whole + (1 if lo < extra else 0),
-                    last=top if residue <= rho else top - 1,
-                )
-            a += 1
+        for lo, hi, windows in ((0, extra, whole + 1), (extra, min(period, count), whole)):
+            if lo >= hi or windows <= 0:
+                continue
+            # families with all their windows: X >= (windows − 1)·spacing
+            full = min(max((room - (windows - 1) * spacing) // s + 1, lo), hi)
+            total += (full - lo) * _ceil_div(windows, jump)
+            # then families cut at the last value (X >= 0): ⌈N/J⌉ = ⌊X/(J·spacing)⌋ + 1
+            some = min(max(room // s + 1, full), hi)
+            total += floor_sum(some - full, jump * spacing, -s, room - full * s + jump * spacing)
+        return total
 
 
 @dataclass(frozen=True)
@@ -479,15 +458,20 @@ class AdaptiveWindows:
         return self.size
 
     def min_hitting(self) -> int:
-        """Fewest positions that lie in every window (τ).
+        """Fewest positions that lie in every window (τ), in closed form.
 
         With L >= O a window meets only its neighbours, and windows i, i + 1 share a position
         unless (i + 1)·L/O is an integer: the windows fall into gcd(L, O) chains of O / gcd
         windows, each needing ⌈chain / 2⌉ positions. With O >= 2L every position is a window
-        of its own: τ = L. Between, the windows repeat in gcd(L, O) blocks that share no
-        position (window i ends where window i + 1 starts only when (i + 1)·L/O is not an
-        integer), and within a block of L / gcd positions the greedy by right end runs in
-        closed-form jumps, one per chosen position.
+        of its own: τ = L.
+
+        Between, the windows repeat in g = gcd(L, O) blocks that share no position. In a block
+        (L, O coprime, m = O − L) each window is one position or two, and every boundary
+        between neighbouring positions lies inside exactly one two-position window. The m + 1
+        one-position windows sit at ``p_0 = 0``, ``p_j = ⌊j·L/m⌋`` (0 < j < m) and
+        ``p_m = L − 1``; they must be picked, and a run of r positions between two of them
+        needs ⌊r/2⌋ more. The gaps ``p_j − p_{j−1}`` for 0 < j < m take the two values
+        q = ⌊L/m⌋ and q + 1, and how many take each follows from their sum.
         """
         size, count = self.size, self.count
         g = math.gcd(size, count)
@@ -496,12 +480,14 @@ class AdaptiveWindows:
         if count >= 2 * size:
             return size
         size, count = size // g, count // g
-        picks, i = 0, 0
-        while i < count:  # pick window i's last position, skip every window starting by it
-            picks += 1
-            last = _ceil_div((i + 1) * size, count) - 1
-            i = _ceil_div((last + 1) * count, size)
-        return g * picks
+        m = count - size
+        q = size // m
+        inner = (m - 1) * size // m  # p_{m−1}, the sum of the inner gaps
+        longer = inner - (m - 1) * q  # inner gaps of q + 1
+        shorter = (m - 1) - longer
+        last_gap = size - 1 - inner
+        runs = shorter * ((q - 1) // 2) + longer * (q // 2) + (last_gap - 1) // 2
+        return g * (m + 1 + runs)
 
 
 def padded_source(position: int, before: int, size: int, mode: str) -> int:
