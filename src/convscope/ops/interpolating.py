@@ -28,6 +28,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..errors import ShapeError
+
 LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
 NEAREST_MODES = ("nearest", "nearest-exact")
 
@@ -46,7 +48,16 @@ class Axis:
 
 def out_size(size: int, factor: float) -> int:
     """PyTorch's output size for a scale factor: ⌊L·scale_factor⌋ in double precision."""
-    return math.floor(float(size) * float(factor))
+    try:
+        product = float(size) * float(factor)
+    except OverflowError:
+        product = math.inf
+    if not math.isfinite(product):
+        raise ShapeError(
+            f"Upsample: the output size {size}·{factor} is beyond a double (PyTorch computes it "
+            f"in double precision); lower scale_factor or give size"
+        )
+    return math.floor(product)
 
 
 # -- PyTorch's index rules (the engine) -------------------------------------------------------
