@@ -203,6 +203,10 @@ def test_errors_name_the_rule():
         nn.Upsample(size=(2, 3)).output_shape((1, 2, 2, 2))
     with pytest.raises(ShapeError, match="sizes must be >= 1"):
         nn.Upsample(scale_factor=0.2).output_shape((1, 4))
+    with pytest.raises(ShapeError, match="beyond a double"):
+        nn.Upsample(scale_factor=1e308).output_shape((1, 4))
+    with pytest.raises(ShapeError, match="beyond a double"):
+        nn.Upsample(scale_factor=2.0).output_shape((1, 10**400))
     with pytest.raises(NotComposableError, match="is linear but no convolution"):
         nn.Upsample(scale_factor=2).spec.linear_map(3)
 
