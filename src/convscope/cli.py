@@ -48,12 +48,20 @@ def _clip(message: str) -> str:
     return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"
 
 
+class _ArgumentError(Exception):
+    """A usage error found by argparse, with the (sub)command it belongs to."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.line = f"{prog}: error: {_clip(message)} (see {prog} --help)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one short line on stderr (exit 2), like every other
-    error of the command, and never echoes a value of unbounded length."""
+    """argparse, but a usage error is one short line (exit 2), like every other error of the
+    command, and never echoes a value of unbounded length."""
 
     def error(self, message: str) -> Any:  # argparse's signature: it never returns
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {_clip(message)} (see {self.prog} --help)\n")
+        raise _ArgumentError(self.prog, message)
 
 
 def integer(minimum: int) -> Callable[[str], int]:
@@ -132,17 +140,18 @@ def _input(parser: argparse.ArgumentParser, text: str, required: bool = True) ->
     )
 
 
-def _calculator(sub: Any, kind: LayerKind) -> None:
-    """A subcommand for one layer kind: its options from the grammar."""
-    p = sub.add_parser(kind.name, help=kind.help)
+def _layer_input(p: argparse.ArgumentParser, kind: LayerKind) -> None:
+    """``--input`` and ``--layout`` as a layer kind reads them."""
     _input(
         p,
         "input shape C×H×W (or C×L, C×D×H×W), e.g. 10x64x64"
         if kind.ranks
         else "input shape (..., features), e.g. 512",
     )
-    _counting(p, None)
-    _output(p, "add the worked derivations")
+
+
+def _layer_options(p: argparse.ArgumentParser, kind: LayerKind) -> None:
+    """A layer kind's own options, from the grammar."""
     for option in kind.options:
         if option.flag is None:
             continue
@@ -164,9 +173,71 @@ def _calculator(sub: Any, kind: LayerKind) -> None:
                 required=option.required,
                 choices=option.choices or None,
             )
+
+
+def _calculator(sub: Any, kind: LayerKind) -> None:
+    """A subcommand for one layer kind: its options from the grammar."""
+    p = sub.add_parser(kind.name, help=kind.help)
+    _layer_input(p, kind)
+    _counting(p, None)
+    _output(p, "add the worked derivations")
+    _layer_options(p, kind)
     p.set_defaults(handler=run_calculator, calculator=kind.name)
     if kind.name == "pool":
         _pool_analysis_options(p)
+
+
+#: The calculators ``convscope draw`` draws.
+DRAWN_KINDS = ("conv", "conv-transpose", "pool")
+
+
+def _draw_commands(sub: Any) -> None:
+    """``convscope draw``: a layer's diagram or animation, a network's picture, training
+    curves. The picture's format is the ``--out`` file's extension."""
+    p = sub.add_parser("draw", help="pictures: a layer (SVG, PNG, GIF), a network, training curves")
+    what = p.add_subparsers(dest="drawing", required=True)
+    kinds = registry.layer_kinds()
+    for name in DRAWN_KINDS:
+        kind = kinds[name]
+        q = what.add_parser(name, help=f"draw a {name} layer: {kind.help}")
+        _layer_input(q, kind)
+        q.add_argument("--batch", type=integer(1), default=None, help="batch size N")
+        q.add_argument(
+            "--count",
+            choices=("exact", "dense"),
+            default="exact",
+            help="exact: products with padding zeros are skipped (default); "
+            "dense: as if run on the zero-padded input",
+        )
+        _layer_options(q, kind)
+        q.add_argument("--out", required=True, help="the picture: FILE.svg, FILE.png or FILE.gif")
+        q.add_argument(
+            "--pass",
+            dest="pass_",
+            choices=("forward", "backward-input", "backward-weight"),
+            default="forward",
+            help="the pass to draw: the forward F, or the gradient G computes",
+        )
+        q.add_argument(
+            "--frames",
+            type=integer(1),
+            default=None,
+            help="at most this many animation frames (a frame per output row, or per several, "
+            "once the positions exceed it)",
+        )
+        q.set_defaults(handler=run_draw_layer, calculator=name)
+
+    q = what.add_parser("summary", help="a network's receptive field, costs and memory per layer")
+    q.add_argument("model", help="as for summary: a zoo name, a spec file or FILE.py:attr")
+    _input(q, "input shape C×H×W (default: the zoo model's own)", required=False)
+    q.add_argument("--batch", type=integer(1), default=1, help="batch size N")
+    q.add_argument("--out", required=True, help="the picture: FILE.png or FILE.svg")
+    q.set_defaults(handler=run_draw_summary)
+
+    q = what.add_parser("train", help="training curves from a run's metrics.json")
+    q.add_argument("metrics", help="runs/NAME/metrics.json")
+    q.add_argument("--out", required=True, help="the picture: FILE.png or FILE.svg")
+    q.set_defaults(handler=run_draw_train)
 
 
 ANALYZE_ONLY = ("next_conv", "seed", "trials", "shifts")
@@ -203,6 +274,15 @@ def make_parser() -> argparse.ArgumentParser:
     for kind in registry.layer_kinds().values():
         if kind.calculator:
             _calculator(sub, kind)
+
+    _draw_commands(sub)
+
+    p = sub.add_parser("serve", help="a local web calculator (http://127.0.0.1:8000)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=integer(0), default=8000, help="port (default 8000)")
+    p.set_defaults(handler=run_serve)
 
     p = sub.add_parser("summary", help="a whole network's shapes, costs and receptive fields")
     p.add_argument(
@@ -253,6 +333,20 @@ def make_parser() -> argparse.ArgumentParser:
 
 def run_calculator(args: argparse.Namespace, write: Write) -> None:
     """One layer from the command-line options, analysed (or, for pools, ``--analyze``)."""
+    layer, shape = calculator_layer(args)
+    if getattr(args, "analyze", False):
+        run_pool_analysis(args, layer, shape, write)
+        return
+    given = [f"--{n.replace('_', '-')}" for n in ANALYZE_ONLY if getattr(args, n, None) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} need --analyze")
+    batch_given = args.batch is not None
+    analysis = layer.analyze(shape, args.batch if batch_given else 1, args.count, args.explain)
+    write(render(analysis_document(analysis, batch_given), args.format))
+
+
+def calculator_layer(args: argparse.Namespace) -> tuple[Any, tuple[int, ...]]:
+    """The layer a calculator's (or ``draw``'s) options describe, and its input shape."""
     kind = registry.layer_kinds()[args.calculator]
     # A layer over the last axis (linear) reads the shape as written in either layout: with
     # hwc the last axis is the channels, and those are its features, as PyTorch's Linear on
@@ -264,16 +358,51 @@ def run_calculator(args: argparse.Namespace, write: Write) -> None:
             f"{kind.name} takes --input as C×L, C×H×W or C×D×H×W (1 to 3 spatial axes), got "
             f"{'×'.join(map(str, shape))}"
         )
-    layer = kind.build(kind.parse_flags(vars(args)), Context(shape[0], ndim, shape))
-    if getattr(args, "analyze", False):
-        run_pool_analysis(args, layer, shape, write)
-        return
-    given = [f"--{n.replace('_', '-')}" for n in ANALYZE_ONLY if getattr(args, n, None) is not None]
-    if given:
-        raise UsageError(f"{', '.join(given)} need --analyze")
-    batch_given = args.batch is not None
-    analysis = layer.analyze(shape, args.batch if batch_given else 1, args.count, args.explain)
-    write(render(analysis_document(analysis, batch_given), args.format))
+    return kind.build(kind.parse_flags(vars(args)), Context(shape[0], ndim, shape)), shape
+
+
+def run_draw_layer(args: argparse.Namespace, write: Write) -> None:
+    """``draw conv|conv-transpose|pool``: the layer's diagram or animation, to ``--out``."""
+    from .draw import draw_layer
+
+    layer, shape = calculator_layer(args)
+    written = draw_layer(
+        layer,
+        shape,
+        Path(args.out),
+        batch=1 if args.batch is None else args.batch,
+        count=args.count,
+        pass_=args.pass_,
+        frames=args.frames,
+    )
+    write(f"wrote {written}\n")
+
+
+def run_draw_summary(args: argparse.Namespace, write: Write) -> None:
+    """``draw summary MODEL``: receptive field, costs and memory per layer, as a picture."""
+    from .draw import draw_network
+    from .model_source import load_model, user_code_errors
+    from .summary import summary
+
+    model = load_model(args.model)
+    shape = _model_input(args, model)
+    with user_code_errors(args.model):
+        report = summary(model, shape, args.batch, "exact")
+    write(f"wrote {draw_network(report, Path(args.out))}\n")
+
+
+def run_draw_train(args: argparse.Namespace, write: Write) -> None:
+    """``draw train metrics.json``: loss and accuracy per epoch."""
+    from .draw import draw_curves
+
+    write(f"wrote {draw_curves(Path(args.metrics), Path(args.out))}\n")
+
+
+def run_serve(args: argparse.Namespace, write: Write) -> None:
+    """``serve``: the local web calculator, until interrupted."""
+    from .web import serve
+
+    serve(args.host, args.port, write)
 
 
 def run_pool_analysis(
@@ -297,21 +426,25 @@ def run_pool_analysis(
     write(render(pool_analysis_document(result), args.format))
 
 
+def _model_input(args: argparse.Namespace, model: Any) -> tuple[int, ...]:
+    """``--input``, else the zoo model's or the spec file's own input shape."""
+    if args.input is not None:
+        return parse_shape(args.input, args.layout)
+    if isinstance(model, str):
+        from . import zoo
+
+        return zoo.default_input(model)
+    if getattr(model, "input_shape", None) is not None:
+        return tuple(model.input_shape)  # a spec file names its input
+    raise UsageError(f"{args.model}: give the input shape with --input, e.g. 3x224x224")
+
+
 def run_summary(args: argparse.Namespace, write: Write) -> None:
     from .model_source import load_model, user_code_errors
     from .summary import summary
 
     model = load_model(args.model)
-    if args.input is not None:
-        shape = parse_shape(args.input, args.layout)
-    elif isinstance(model, str):
-        from . import zoo
-
-        shape = zoo.default_input(model)
-    elif getattr(model, "input_shape", None) is not None:
-        shape = tuple(model.input_shape)  # a spec file names its input
-    else:
-        raise UsageError(f"{args.model}: give the input shape with --input, e.g. 3x224x224")
+    shape = _model_input(args, model)
     with user_code_errors(args.model):  # the model's own forward runs when it is traced
         report = summary(model, shape, args.batch, args.count, explain=args.explain)
     write(render(summary_document(report, args.depth), args.format))
@@ -387,24 +520,34 @@ def run_predict(args: argparse.Namespace, write: Write) -> None:
         write("\n".join(f"{i}\t{c}" for i, c in enumerate(classes.tolist())) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for invalid input, with one clear message)."""
+def execute(argv: Sequence[str] | None, write: Write) -> tuple[int, str | None]:
+    """Run one command, writing its answer with ``write``: the exit code, and on bad input
+    (code 2) the one-line message the command prints. The web API answers through this."""
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as done:  # --help (0) or a usage error (2), already printed
-        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    except _ArgumentError as error:
+        return EXIT_USAGE, error.line
+    except SystemExit as done:  # --help (0), already printed
+        return (done.code if isinstance(done.code, int) else EXIT_USAGE), None
     try:
-        args.handler(args, sys.stdout.write)
+        args.handler(args, write)
     except ConvScopeError as error:
         message = str(error)
     except OSError as error:  # a file named on the command line: missing, unreadable, a folder
         where = f"{shown(str(error.filename))}: " if error.filename is not None else ""
         message = f"{where}{error.strerror or error}"
     else:
-        return 0
-    print(f"convscope {args.command}: error: {_clip(message)}", file=sys.stderr)
-    return EXIT_USAGE
+        return 0, None
+    return EXIT_USAGE, f"convscope {args.command}: error: {_clip(message)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for invalid input, with one clear message)."""
+    code, message = execute(argv, sys.stdout.write)
+    if message is not None:
+        print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
