@@ -388,6 +388,7 @@ def run_draw_summary(args: argparse.Namespace, write: Write) -> None:
     shape = _model_input(args, model)
     with user_code_errors(args.model):
         report = summary(model, shape, args.batch, "exact")
+    report.model = args.model  # the picture's title names what the user gave
     write(f"wrote {draw_network(report, Path(args.out))}\n")
 
 
@@ -506,7 +507,8 @@ def run_train(args: argparse.Namespace, write: Write) -> None:
     else:
         write(
             f"test accuracy {100 * result.test_accuracy:.2f}% after {result.epochs} epochs "
-            f"({result.seconds:.1f} s); checkpoint {result.checkpoint}, metrics {result.metrics}\n"
+            f"({result.seconds:.1f} s); checkpoint {result.checkpoint}, metrics {result.metrics}, "
+            f"curves {result.curves}\n"
         )
 
 

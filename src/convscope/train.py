@@ -305,6 +305,7 @@ class Result:
     history: list[dict] = field(default_factory=list)
     checkpoint: str = ""
     metrics: str = ""
+    curves: str = ""
 
 
 def accuracy(model: Sequential, images: np.ndarray, labels: np.ndarray) -> float:
@@ -359,12 +360,25 @@ def _good_checkpoint(good: tuple[Path, int] | None, checkpoint: Path) -> str:
     return "No checkpoint was saved"
 
 
+#: Seconds between redraws of curves.png during a run (drawing takes ~0.2 s; the last epoch's
+#: picture is always drawn): a fast epoch must not spend a third of its time on the plot.
+CURVES_EVERY_S = 5.0
+
+
+def write_curves(path: Path, history: list[dict]) -> None:
+    """Draws the loss and accuracies per epoch to ``path`` (a PNG), atomically."""
+    from .draw.curves import curves_figure  # matplotlib loads with the first picture
+
+    picture = curves_figure(history, "png")
+    atomic_write(path, lambda f: f.write(picture))
+
+
 def train(
     config: TrainConfig, log: Any = sys.stderr, echo: Callable[[str], None] = print
 ) -> Result:
-    """Trains, evaluates on the held-out split, and writes the checkpoint and metrics after
-    every epoch. A NaN or infinite loss, or parameters that became non-finite, stop the run
-    before anything non-finite is saved."""
+    """Trains, evaluates on the held-out split, and writes the checkpoint and the metrics after
+    every epoch, and the curves (curves.png) every few seconds and at the end. A NaN or infinite loss, or parameters that became
+    non-finite, stop the run before anything non-finite is saved."""
     check_config(config)
     manual_seed(config.seed)
     dataset = datasets.load(config.data)
@@ -399,12 +413,20 @@ def train(
         optimizer.load_state_dict(optim_state)
         meta["epoch"] = saved["epoch"]
         history = list(saved.get("history", []))
+        if history:  # refused now, not after an epoch's work when curves.png is drawn from it
+            from .draw.curves import curve_series
+
+            try:
+                curve_series(history)
+            except ConvScopeError as error:
+                raise CheckpointError(f"{config.resume}: meta {error}") from None
         good = (config.resume, saved["epoch"])
     echo(layer_table(model, (c, h, w)))
 
     checkpoint = config.out / "checkpoint.npz"
     metrics = config.out / "metrics.json"
-    remove_stale_temporaries(config.out, (checkpoint.name, metrics.name))
+    curves = config.out / "curves.png"
+    remove_stale_temporaries(config.out, (checkpoint.name, metrics.name, curves.name))
     rng = np.random.default_rng(config.seed + meta["epoch"])
     started, seen = time.perf_counter(), 0
     steps = math.ceil(len(x_train) / config.batch_size)
@@ -417,11 +439,13 @@ def train(
         seconds = time.perf_counter() - started
         final = history[-1]["test_accuracy"] if history else float("nan")
         return Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
-                      str(checkpoint), str(metrics))  # fmt: skip
+                      str(checkpoint), str(metrics), str(curves))  # fmt: skip
 
     def write_metrics(outcome: Result) -> None:
         payload = json.dumps(asdict(outcome), indent=2)
         atomic_write(metrics, lambda f: f.write(payload), binary=False)
+
+    drawn = -math.inf  # when curves.png was last drawn
 
     for epoch in range(meta["epoch"] + 1, config.epochs + 1):
         # cosine annealing from lr to 0 over the run
@@ -465,9 +489,14 @@ def train(
         save_checkpoint(checkpoint, model, optimizer, meta)
         good = (checkpoint, epoch)
         write_metrics(result())
+        if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY_S:
+            write_curves(curves, history)
+            drawn = time.perf_counter()
     outcome = result()
     if not seen:  # no epoch ran here: measure the resumed model now
         outcome.test_accuracy = accuracy(model, dataset.test_images, dataset.test_labels)
+        if history:
+            write_curves(curves, history)
     write_metrics(outcome)
     return outcome
 
