@@ -377,8 +377,9 @@ def train(
     config: TrainConfig, log: Any = sys.stderr, echo: Callable[[str], None] = print
 ) -> Result:
     """Trains, evaluates on the held-out split, and writes the checkpoint and the metrics after
-    every epoch, and the curves (curves.png) every few seconds and at the end. A NaN or infinite loss, or parameters that became
-    non-finite, stop the run before anything non-finite is saved."""
+    every epoch, and the curves (curves.png) every few seconds and at the end. A NaN or
+    infinite loss, or parameters that became non-finite, stop the run before anything
+    non-finite is saved."""
     check_config(config)
     manual_seed(config.seed)
     dataset = datasets.load(config.data)
