@@ -317,6 +317,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/digits", help="folder for checkpoint.npz, metrics.json")
     p.add_argument("--resume", help="a checkpoint to continue from")
     p.add_argument("--limit", type=integer(1), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--engine",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="numpy: convscope's own engine (default); torch: the same run with PyTorch "
+        "(pip install 'convscope[torch]')",
+    )
+    p.add_argument("--device", help="with --engine torch: a torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--workers",
+        type=integer(1),
+        help="with --engine torch: processes under torch.distributed (DDP, gloo backend)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.set_defaults(handler=run_train)
 
@@ -500,8 +513,17 @@ def run_train(args: argparse.Namespace, write: Write) -> None:
         resume=Path(args.resume) if args.resume else None,
         limit=args.limit,
     )
-    echo = (lambda text: None) if args.json else (lambda text: write(text + "\n"))
-    result = train(config, echo=echo)
+    if args.engine == "torch":
+        from .train_torch import train_with_torch
+
+        sys.stdout.flush()
+        result = train_with_torch(config, args.device or "cpu", args.workers or 1, args.json)
+    else:
+        torch_only = [f"--{n}" for n in ("device", "workers") if getattr(args, n) is not None]
+        if torch_only:
+            raise UsageError(f"{', '.join(torch_only)} need --engine torch")
+        echo = (lambda text: None) if args.json else (lambda text: write(text + "\n"))
+        result = train(config, echo=echo)
     if args.json:
         write(json.dumps({k: v for k, v in asdict(result).items() if k != "history"}) + "\n")
     else:
