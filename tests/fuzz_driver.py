@@ -4,8 +4,9 @@
 Reads a JSON list of argument lists on stdin and writes a JSON list of results, one per list:
 ``code`` (the exit code), ``out`` and ``err`` (the lengths of what was printed), ``err_text``
 (its first 2,000 characters) and ``crash`` (the traceback of an exception that escaped
-``main``, or "timeout"). With ``FUZZ_STUB_TRAIN=1`` the training run itself is replaced by a stub:
-only the command line's own checks run.
+``main``, or "timeout"). With ``FUZZ_STUB_TRAIN=1`` the training run itself (either engine) is
+replaced by a stub: only the command line's own checks run. ``serve`` never serves: the
+server's blocking run returns at once, so the command's own checks and set-up are what run.
 """
 
 from __future__ import annotations
@@ -68,8 +69,14 @@ def main() -> None:
     signal.signal(signal.SIGALRM, _alarm)
     if os.environ.get("FUZZ_STUB_TRAIN") == "1":
         import convscope.train
+        import convscope.train_torch
 
         convscope.train.train = _stub_train  # type: ignore[assignment]
+        convscope.train_torch.train_with_torch = _stub_train  # type: ignore[assignment]
+    import uvicorn
+
+    uvicorn.run = lambda *args, **kwargs: None  # type: ignore[assignment]
+    uvicorn.Server.run = lambda self, *args, **kwargs: None  # type: ignore[assignment]
     argvs = json.load(sys.stdin)
     results = [run_one(argv, seconds) for argv in argvs]
     sys.__stdout__.write(json.dumps(results))

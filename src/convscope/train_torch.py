@@ -51,18 +51,27 @@ from .train import (
 )
 
 
+#: The most worker processes convscope starts on one machine.
+MAX_WORKERS = 64
+
+
 def train_with_torch(
     config: TrainConfig, device: str = "cpu", workers: int = 1, quiet: bool = False
 ) -> Result:
     """Trains with PyTorch, on ``workers`` processes; the run's Result, as rank 0 saw it."""
     check_config(config)
     torch = _torch()
-    if not (isinstance(workers, int) and workers >= 1):
-        raise TrainingError(f"--workers must be an integer >= 1, got {workers}")
+    if not (isinstance(workers, int) and 1 <= workers <= MAX_WORKERS):
+        raise TrainingError(
+            f"--workers must be an integer from 1 to {MAX_WORKERS} (processes on this machine; "
+            f"torchrun starts ranks on several), got {workers}"
+        )
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except (RuntimeError, TypeError) as error:
         raise TrainingError(f"--device {device!r} is not a torch device: {error}") from None
+    if kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise TrainingError(f"--device {device!r}: training runs on cpu, cuda, mps or xpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"--device {device}: this PyTorch sees no CUDA device")
     if "WORLD_SIZE" in os.environ:  # launched by torchrun: this process is one rank
