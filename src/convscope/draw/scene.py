@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -31,9 +31,9 @@ from ..ops.conv_transpose import ConvTransposeSpec
 from ..ops.pooling import PoolSpec
 
 PASSES = ("forward", "backward-input", "backward-weight")
-MAX_SIDE = 64  # cells along one axis of one grid
+MAX_SIDE = 96  # cells along one axis of one grid
 MAX_CELLS = 20_000  # cells of every grid drawn, channels included
-MAX_CHANNELS = 8  # channels drawn per stack
+MAX_CHANNELS = 8  # channels drawn per stack, fewer where the cells would exceed MAX_CELLS
 MAX_FRAMES = 400  # frames unless --frames says otherwise
 MAX_LINKS = 300_000  # (window, tap) pairs walked over all frames
 COUNT_KEYS = ("mults", "adds", "compares", "divides")
@@ -133,7 +133,7 @@ def _shape(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
 
 
-def _refuse(what: str, sides: Sequence[int], lower: str) -> None:
+def _refuse(what: str, sides: Sequence[int], lower: str) -> NoReturn:
     raise ConvScopeError(
         f"{what} is too large to draw: {_shape(sides)} cells (at most {MAX_SIDE} a side and "
         f"{MAX_CELLS:,} in all); lower {lower}"
@@ -230,9 +230,15 @@ def _channel_groups(channels: int, groups: int, drawn: int) -> tuple[int, ...]:
 
 
 def _grid(
-    role: str, label: str, channels: int, groups: int, kinds: list[list[str]], offsets: list[int]
+    role: str,
+    label: str,
+    channels: int,
+    groups: int,
+    kinds: list[list[str]],
+    offsets: list[int],
+    limit: int = MAX_CHANNELS,
 ) -> Grid:
-    drawn = min(channels, MAX_CHANNELS)
+    drawn = min(channels, limit)
     return Grid(
         role,
         label,
@@ -251,7 +257,9 @@ WORDS = {
 }
 
 
-def _check_caps(spec: Any, shape: Sequence[int], out: Sequence[int]) -> None:
+def _check_caps(spec: Any, shape: Sequence[int], out: Sequence[int]) -> int:
+    """Refuses a layer too large to draw; returns how many channels a stack shows (at most
+    MAX_CHANNELS, fewer where they would exceed MAX_CELLS)."""
     big, small, kernel = _sides(spec, shape, out)
     transposed = isinstance(spec, ConvTransposeSpec)
     named = [("the output" if transposed else "the input (with its padding)", big, "--input")]
@@ -260,11 +268,13 @@ def _check_caps(spec: Any, shape: Sequence[int], out: Sequence[int]) -> None:
     for what, sides, lower in named:
         if any(side > MAX_SIDE for side in sides):
             _refuse(what, sides, lower)
-    stacks = [min(shape[0], MAX_CHANNELS) * prod(big), min(out[0], MAX_CHANNELS) * prod(small)]
-    if kernel:
-        stacks.append(min(spec.weight_shape[0], MAX_CHANNELS) * prod(kernel))
-    if sum(stacks) > MAX_CELLS:
-        _refuse("the picture", [sum(stacks)], "--input or the channels")
+    for limit in range(MAX_CHANNELS, 0, -1):
+        stacks = [min(shape[0], limit) * prod(big), min(out[0], limit) * prod(small)]
+        if kernel:
+            stacks.append(min(spec.weight_shape[0], limit) * prod(kernel))
+        if sum(stacks) <= MAX_CELLS:
+            return limit
+    _refuse("the picture", [sum(stacks)], "--input")
 
 
 def layer_scene(
@@ -295,7 +305,7 @@ def layer_scene(
         raise ConvScopeError(f"frames must be an int >= 1, got {frames!r}")
     out = spec.output_shape(shape)  # validates the input shape
     shape = tuple(int(v) for v in shape)
-    _check_caps(spec, shape, out)
+    channels = _check_caps(spec, shape, out)
     cost = spec.cost(shape, batch, count)
     dense = count == "dense"
     axes = _axes(spec, shape, out, dense)
@@ -306,7 +316,7 @@ def layer_scene(
         )
     from .walk import walk  # the pass, unit by unit
 
-    return walk(spec, shape, out, batch, count, pass_, frames or MAX_FRAMES, axes, cost)
+    return walk(spec, shape, out, batch, count, pass_, frames or MAX_FRAMES, axes, cost, channels)
 
 
 def check_final(name: str, pass_: str, total: dict[str, int], rule: Any) -> dict[str, int]:

@@ -139,8 +139,10 @@ def walk(
     cap: int,
     axes: list[_Axis],
     cost: Any,
+    channels: int,
 ) -> Scene:
-    """The scene: grids, frames with running counts (checked against ``cost``), notes."""
+    """The scene: grids (at most ``channels`` drawn per stack), frames with running counts
+    (checked against ``cost``), notes."""
     kernel = isinstance(spec, (ConvSpec, ConvTransposeSpec))
     transposed = isinstance(spec, ConvTransposeSpec)
     big, small = ("output", "input") if transposed else ("input", "output")
@@ -156,6 +158,7 @@ def walk(
             groups,
             [a.kinds for a in axes],
             [a.offset for a in axes],
+            channels,
         ),
         _grid(
             small,
@@ -164,6 +167,7 @@ def walk(
             groups,
             [["value"] * a.windows for a in axes],
             [0] * len(axes),
+            channels,
         ),
     ]
     if kernel:
@@ -176,6 +180,7 @@ def walk(
                 spec.groups,
                 [["value"] * a.taps for a in axes],
                 [0] * len(axes),
+                channels,
             )
         )
     grids.sort(key=lambda g: ("input", "weight", "output").index(g.role))
