@@ -50,7 +50,6 @@ from .train import (
     write_curves,
 )
 
-
 #: The most worker processes convscope starts on one machine.
 MAX_WORKERS = 64
 
