@@ -9,13 +9,12 @@ input gradient adds the column gradient back, one strided slice per kernel offse
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..geometry import PadPairs, Shape, prod, tap_slices
+from .blockwise import run_parts
 
 #: Most bytes one column buffer may take; the batch is processed in chunks to stay under it.
 CONV_MEMORY_BUDGET = 256 * 2**20
@@ -32,23 +31,11 @@ def chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
-_THREADS = max(1, min(4, os.cpu_count() or 1))
-_POOL = ThreadPoolExecutor(_THREADS) if _THREADS > 1 else None
-_PARALLEL_BYTES = 1 << 20  # below this a copy is not worth a thread hand-off
-
-
 def _split_channels(work: Callable[[slice], None], channels: int, nbytes: int) -> None:
     """Runs ``work`` on disjoint channel ranges in parallel: NumPy releases the GIL while it
     copies, and the ranges write disjoint memory, so the gathers and the strided
     accumulations use every core instead of one."""
-    parts = min(_THREADS, channels) if _POOL is not None and nbytes >= _PARALLEL_BYTES else 1
-    if parts == 1:
-        work(slice(None))
-        return
-    bounds = [channels * i // parts for i in range(parts + 1)]
-    futures = [_POOL.submit(work, slice(lo, hi)) for lo, hi in zip(bounds, bounds[1:])]
-    for future in futures:
-        future.result()
+    run_parts(lambda lo, hi: work(slice(lo, hi)), channels, nbytes)
 
 
 def _grouped_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from ..arrays import expect_shape, float_array, same_dtype
 from ..errors import LayerConfigError, ShapeError
 from ..geometry import Shape, prod
+from .blockwise import run_parts
 
 
 def moments(x: np.ndarray, axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +32,61 @@ def normalize(
     """x̂ = (x − mean)·inv and inv = 1/√(var + eps)."""
     inv = 1 / np.sqrt(var + eps)
     return (x - mean) * inv, inv
+
+
+def standardize(
+    x: np.ndarray, axes: Sequence[int], eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``moments`` then ``normalize`` with the group's own statistics, in three passes over x
+    and two new arrays: (x̂, inv, mean, var, spare), ``spare`` an array of x's shape whose
+    values are no longer needed (the squares the variance was summed from)."""
+    axes = tuple(axes)
+    assert 1 not in axes, "the channels are split among threads"
+    kept = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    mean, var, inv = (np.empty(kept, x.dtype) for _ in range(3))
+    xhat, spare = np.empty_like(x), np.empty_like(x)
+
+    def channels(lo: int, hi: int) -> None:
+        part = (slice(None), slice(lo, hi))
+        mean[part] = x[part].mean(axis=axes, keepdims=True)
+        np.subtract(x[part], mean[part], out=xhat[part])
+        np.square(xhat[part], out=spare[part])
+        var[part] = spare[part].mean(axis=axes, keepdims=True)
+        inv[part] = 1 / np.sqrt(var[part] + eps)
+        xhat[part] *= inv[part]
+
+    run_parts(channels, x.shape[1], x.nbytes)
+    return xhat, inv, mean, var, spare
+
+
+def _shared_gamma_input_gradient(
+    grad_out: np.ndarray,
+    xhat: np.ndarray,
+    inv: np.ndarray,
+    gamma: np.ndarray,
+    axes: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(g_x, Σ ε·x̂, Σ ε) when γ is constant over each statistics group (BatchNorm): then
+    Σ g_x̂ = γ·Σ ε and Σ g_x̂·x̂ = γ·Σ ε·x̂ are γ's and β's gradients times γ, and
+    ``g_x = γ·inv·(ε − mean(ε) − x̂·mean(ε·x̂))``: four passes, one new array."""
+    m = prod(xhat.shape[a] for a in axes)
+    grad_input = np.empty_like(xhat)
+    sum_gx, sum_g = np.empty_like(inv), np.empty_like(inv)
+    scale = np.broadcast_to(gamma * inv, inv.shape)
+
+    def channels(lo: int, hi: int) -> None:
+        part = (slice(None), slice(lo, hi))
+        gx, g, xh = grad_input[part], grad_out[part], xhat[part]
+        np.multiply(g, xh, out=gx)
+        sum_gx[part] = gx.sum(axis=axes, keepdims=True)
+        sum_g[part] = g.sum(axis=axes, keepdims=True)
+        np.multiply(xh, sum_gx[part] / m, out=gx)
+        gx += sum_g[part] / m
+        np.subtract(g, gx, out=gx)
+        gx *= scale[part]
+
+    run_parts(channels, xhat.shape[1], xhat.nbytes)
+    return grad_input, sum_gx, sum_g
 
 
 def input_gradient(
@@ -130,7 +186,7 @@ def channel_norm(
         mean, var = np.zeros(kept, x.dtype), np.ones(kept, x.dtype)
     elif own:
         m = enough_values(name, x, per_image)
-        mean, var = moments(x, axes)
+        xhat, inv, mean, var, spare = standardize(x, axes, eps)
         if rm is not None and rv is not None:
             if momentum is None:
                 raise LayerConfigError(
@@ -144,9 +200,22 @@ def channel_norm(
         if rm is None or rv is None:
             raise ShapeError(f"{name} in eval mode needs running_mean and running_var")
         mean, var = per_channel(rm, x.ndim), per_channel(rv, x.ndim)
-    xhat, inv = normalize(x, mean, var, eps)
+    if not own or x.shape[0] == 0:
+        xhat, inv = normalize(x, mean, var, eps)
+        spare = None
     w, b = (None if v is None else per_channel(v, x.ndim) for v in (weight, bias))
-    return scale_shift(xhat, w, b), (xhat, inv, axes, own)
+    if spare is None or w is None:
+        return scale_shift(xhat, w, b), (xhat, inv, axes, own)
+    y = spare  # the squares are spent: their memory takes y
+
+    def channels(lo: int, hi: int) -> None:
+        part = (slice(None), slice(lo, hi))
+        np.multiply(xhat[part], w[part], out=y[part])
+        if b is not None:
+            y[part] += b[part]
+
+    run_parts(channels, x.shape[1], x.nbytes)
+    return y, (xhat, inv, axes, own)
 
 
 def norm_backward(
@@ -163,6 +232,9 @@ def norm_backward(
     grad_out = float_array(grad_out, "grad_out")
     expect_shape(grad_out, x.shape, "grad_out", "(the shape of x)")
     same_dtype(grad_out=grad_out, x=x)
+    if own and gamma is not None and tuple(gamma_axes) == tuple(axes) and xhat.size:
+        gx, gw, gb = _shared_gamma_input_gradient(grad_out, xhat, inv, gamma, tuple(axes))
+        return gx, gw.reshape(-1), gb.reshape(-1) if bias else None
     g_xhat = (grad_out if gamma is None else grad_out * gamma).reshape(xhat.shape)
     grad_input = input_gradient(g_xhat, xhat, inv, axes, own).reshape(x.shape)
     if gamma is None:

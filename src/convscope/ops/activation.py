@@ -18,6 +18,7 @@ from ..errors import LayerConfigError, NotComposableError
 from ..explain import Working
 from ..geometry import Shape, check_sizes, prod
 from ..grammar import Context, LayerKind
+from ..kernels.blockwise import blockwise
 from ..module import Module
 from .base import LinearMap, Op, no_macs, no_params, pointwise_field, same_shape
 
@@ -184,47 +185,99 @@ def leaky_relu_backward(
     return np.where(x > 0, grad_out, grad_out * negative_slope)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp of −|x| only, so nothing overflows
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+# The smooth activations run block by block on the pool's threads (kernels/blockwise.py): each
+# kernel writes ``out`` in place, step by step, so no step allocates an array-sized temporary.
+# exp(−x) overflows to inf for very negative x, which the formulas turn into the right limits.
+
+
+def _sigmoid_into(out: np.ndarray, x: np.ndarray) -> None:
+    """out = 1 / (1 + exp(−x)): exact to a few ulp at both ends (1/inf is 0)."""
+    np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+
+
+def _sigmoid_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
+    _sigmoid_into(out, inputs[0])
+
+
+def _sigmoid_backward_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
+    grad_out, x = inputs
+    _sigmoid_into(out, x)
+    out *= 1 - out  # s·(1 − s); the temporary is one block
+    out *= grad_out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(−x))."""
-    return _sigmoid(_input(x))
+    x = _input(x)
+    return blockwise(_sigmoid_kernel, (x,), x.dtype, ignore=("over",))
 
 
 def sigmoid_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The gradient of sigmoid w.r.t. its input."""
+    """The gradient of sigmoid w.r.t. its input: s·(1 − s)."""
     grad_out, x = _grad(grad_out, x)
-    s = _sigmoid(x)
-    return grad_out * s * (1 - s)
+    return blockwise(_sigmoid_backward_kernel, (grad_out, x), x.dtype, ignore=("over",))
+
+
+def _tanh_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
+    np.tanh(inputs[0], out=out)
+
+
+def _tanh_backward_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
+    grad_out, x = inputs
+    np.tanh(x, out=out)
+    np.multiply(out, out, out=out)
+    np.subtract(1, out, out=out)
+    out *= grad_out
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
     """tanh(x)."""
-    return np.tanh(_input(x))
+    x = _input(x)
+    return blockwise(_tanh_kernel, (x,), x.dtype)
 
 
 def tanh_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The gradient of tanh w.r.t. its input."""
+    """The gradient of tanh w.r.t. its input: 1 − tanh²."""
     grad_out, x = _grad(grad_out, x)
-    t = np.tanh(x)
-    return grad_out * (1 - t * t)
+    return blockwise(_tanh_backward_kernel, (grad_out, x), x.dtype)
+
+
+def _silu_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
+    (x,) = inputs
+    np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1
+    np.divide(x, out, out=out)  # x / (1 + exp(−x))
+
+
+def _silu_backward_kernel(
+    out: np.ndarray, inputs: tuple[np.ndarray, ...], scratch: tuple[np.ndarray, ...]
+) -> None:
+    grad_out, x = inputs
+    (s,) = scratch
+    _sigmoid_into(s, x)
+    np.subtract(1, s, out=out)  # s·(1 + x·(1 − s))
+    out *= x
+    out += 1
+    out *= s
+    out *= grad_out
 
 
 def silu(x: np.ndarray) -> np.ndarray:
     """x · sigmoid(x)."""
     x = _input(x)
-    return x * _sigmoid(x)
+    return blockwise(_silu_kernel, (x,), x.dtype, ignore=("over", "invalid"))
 
 
 def silu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The gradient of silu w.r.t. its input."""
+    """The gradient of silu w.r.t. its input: s·(1 + x·(1 − s))."""
     grad_out, x = _grad(grad_out, x)
-    s = _sigmoid(x)
-    return grad_out * (s * (1 + x * (1 - s)))
+    return blockwise(
+        _silu_backward_kernel, (grad_out, x), x.dtype, scratch=1, ignore=("over", "invalid")
+    )
 
 
 # W. J. Cody's rational approximations of erf and erfc (netlib specfun CALERF): relative error
@@ -339,15 +392,107 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return cdf.reshape(np.shape(x))
 
 
+# float32 GELU: Eigen's (and XLA's) float32 erf, erf(u) = u·P(u²)/Q(u²) for |u| <= 4 (erf(4)
+# rounds to 1 in float32), absolute error about 4e-7. Cody's float64 rational is far more
+# accurate than float32 needs and costs float64 temporaries with branches.
+_ERF32_P = (  # odd coefficients: u, u³, ..., u¹³
+    -1.60960333262415e-02,
+    -2.95459980854025e-03,
+    -7.34990630326855e-04,
+    -5.69250639462346e-05,
+    -2.10102402082508e-06,
+    2.77068142495902e-08,
+    -2.72614225801306e-10,
+)
+_ERF32_Q = (  # even coefficients: 1, u², ..., u⁸
+    -1.42647390514189e-02,
+    -7.37332916720468e-03,
+    -1.68282697438203e-03,
+    -2.13374055278905e-04,
+    -1.45660718464996e-05,
+)
+
+
+def _cdf32_constants() -> tuple[np.float32, tuple, tuple, np.float32]:
+    """Φ(x) = 1/2 + K·c·P̃(c²)/Q̃(c²), c = x clipped to ±4√2: P and Q rewritten in c² = 2u²
+    and made monic (leading coefficient 1, one Horner step fewer each), their leading
+    coefficients and the 1/(2√2) folded into K. Computed in float64, rounded once."""
+    p = [a / 2**i for i, a in enumerate(_ERF32_P)]
+    q = [b / 2**i for i, b in enumerate(_ERF32_Q)]
+    k = 0.5 / math.sqrt(2) * p[-1] / q[-1]
+    p_monic = tuple(np.float32(a / p[-1]) for a in p[:-1])
+    q_monic = tuple(np.float32(b / q[-1]) for b in q[:-1])
+    return np.float32(4 * math.sqrt(2)), p_monic, q_monic, np.float32(k)
+
+
+_CDF32_CLIP, _CDF32_P, _CDF32_Q, _CDF32_K = _cdf32_constants()
+_INV_SQRT_2PI32 = np.float32(1 / math.sqrt(2 * math.pi))
+
+
+def _normal_cdf32_into(
+    cdf: np.ndarray, x: np.ndarray, c: np.ndarray, c2: np.ndarray, q: np.ndarray
+) -> None:
+    """cdf = Φ(x) for a float32 block, with the scratch blocks c, c2 and q."""
+    np.clip(x, -_CDF32_CLIP, _CDF32_CLIP, out=c)
+    np.multiply(c, c, out=c2)
+    np.add(c2, _CDF32_P[-1], out=cdf)  # Horner on the monic numerator
+    for a in reversed(_CDF32_P[:-1]):
+        cdf *= c2
+        cdf += a
+    np.add(c2, _CDF32_Q[-1], out=q)
+    for b in reversed(_CDF32_Q[:-1]):
+        q *= c2
+        q += b
+    cdf *= c
+    cdf /= q
+    cdf *= _CDF32_K
+    cdf += np.float32(0.5)
+    np.maximum(cdf, 0, out=cdf)  # the fit dips below −1 near u = −4; Φ(−inf)·(−inf) is nan
+
+
+def _gelu32_kernel(
+    out: np.ndarray, inputs: tuple[np.ndarray, ...], scratch: tuple[np.ndarray, ...]
+) -> None:
+    (x,) = inputs
+    _normal_cdf32_into(out, x, *scratch)
+    out *= x
+
+
+def _gelu32_backward_kernel(
+    out: np.ndarray, inputs: tuple[np.ndarray, ...], scratch: tuple[np.ndarray, ...]
+) -> None:
+    grad_out, x = inputs
+    _normal_cdf32_into(out, x, *scratch)
+    pdf = scratch[1]
+    np.multiply(x, x, out=pdf)  # x·φ(x) = x·exp(−x²/2)/√(2π)
+    pdf *= np.float32(-0.5)
+    np.exp(pdf, out=pdf)
+    pdf *= x
+    pdf *= _INV_SQRT_2PI32
+    out += pdf
+    out *= grad_out
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
-    """0.5 · x · (1 + erf(x / √2)), the exact (erf) form."""
+    """0.5 · x · (1 + erf(x / √2)), the exact (erf) form: in float64 through Cody's erf
+    (relative error near 1e-15), in float32 through a float32 erf (error about 2e-7·(1 + |x|))."""
     x = _input(x)
+    if x.dtype == np.float32:
+        return blockwise(_gelu32_kernel, (x,), x.dtype, scratch=3, ignore=("invalid",))
     return (x * _normal_cdf(x)).astype(x.dtype, copy=False)
 
 
 def gelu_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The gradient of gelu w.r.t. its input: Φ(x) + x·φ(x)."""
     grad_out, x = _grad(grad_out, x)
+    if x.dtype == np.float32:
+        return blockwise(
+            _gelu32_backward_kernel,
+            (grad_out, x),
+            x.dtype,
+            scratch=3,
+            ignore=("under", "invalid"),
+        )
     x64 = x.astype(np.float64, copy=False)
     pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2 * math.pi)
     return grad_out * (_normal_cdf(x64) + x64 * pdf).astype(x.dtype, copy=False)

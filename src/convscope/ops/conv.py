@@ -28,6 +28,7 @@ from ..geometry import (
     reached_sources,
 )
 from ..grammar import LayerKind, Option, parse_int, parse_padding, parse_word
+from ..kernels.depthwise import depthwise_core
 from ..kernels.im2col import conv_core, dense_weight, pad, pad_backward
 from ..module import Module
 from .base import RANKS, LinearMap, rank_class, rank_function
@@ -333,13 +334,23 @@ def _conv_spec(
     )
 
 
+def is_depthwise(spec: ConvSpec) -> bool:
+    """Whether the direct depthwise path runs ``spec``: one group per input channel (any
+    channel multiplier, any padding mode). Its taps are k strided multiply-adds instead of C_in
+    GEMMs with K = k; ``tests/test_engine_fast_paths.py`` checks it against im2col."""
+    return spec.groups > 1 and spec.groups == spec.in_channels
+
+
 def conv_forward(
     spec: ConvSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 ) -> np.ndarray:
     """F: the convolution of checked arrays."""
     out = spec.output_shape(x.shape[1:])[1:]
     xp = pad(x, spec.padding, spec.padding_mode)
-    y, _, _ = conv_core(xp, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True)
+    if is_depthwise(spec):
+        y, _, _ = depthwise_core(xp, weight, spec.stride, spec.dilation, out, want_y=True)
+    else:
+        y, _, _ = conv_core(xp, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True)
     assert y is not None
     if bias is not None:
         y += bias.reshape(-1, *(1,) * spec.ndim)
@@ -351,17 +362,23 @@ def conv_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """G: the gradients w.r.t. the input, the weight and (with ``bias``) the bias."""
     xp = pad(x, spec.padding, spec.padding_mode)
-    _, gw, gxp = conv_core(
-        xp,
-        weight,
-        spec.stride,
-        spec.dilation,
-        grad_out.shape[2:],
-        spec.groups,
-        dy=grad_out,
-        want_gw=True,
-        padded=xp.shape[2:],
-    )
+    out = grad_out.shape[2:]
+    if is_depthwise(spec):
+        _, gw, gxp = depthwise_core(
+            xp, weight, spec.stride, spec.dilation, out, dy=grad_out, want_grads=True
+        )
+    else:
+        _, gw, gxp = conv_core(
+            xp,
+            weight,
+            spec.stride,
+            spec.dilation,
+            out,
+            spec.groups,
+            dy=grad_out,
+            want_gw=True,
+            padded=xp.shape[2:],
+        )
     assert gw is not None and gxp is not None
     gx = pad_backward(gxp, x.shape[2:], spec.padding, spec.padding_mode)
     gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
