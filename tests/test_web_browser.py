@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ SEED = "/?layer=conv&input=64x64x10&layout=hwc&out_channels=10&kernel=6&stride=2
 WAIT_S = 15
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -82,10 +84,19 @@ def screenshot(driver: webdriver.Chrome, name: str, tmp_path: Path) -> Path:
 
 
 def wait_for(driver: webdriver.Chrome, condition, message: str):
-    return WebDriverWait(driver, WAIT_S).until(condition, message)
+    # the page's script may replace an element between finding it and reading it
+    return WebDriverWait(
+        driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition, message)
 
 
 def text_of(driver: webdriver.Chrome, element_id: str) -> str:
+    """The element's text, found again if the page's script replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            return driver.find_element(By.ID, element_id).text
+        except StaleElementReferenceException:
+            time.sleep(0.05)
     return driver.find_element(By.ID, element_id).text
 
 
@@ -218,7 +229,7 @@ def test_network_page_takes_an_uploaded_spec(driver, server, tmp_path):
         "  - relu\n  - flatten\n  - linear: {out_features: 10}\n"
     )
     driver.get(server + "/network?model=lenet5")
-    assert text_of(driver, "model-name") == "lenet5"
+    wait_for(driver, lambda d: text_of(d, "model-name") == "lenet5", "lenet5 not shown")
     driver.find_element(By.ID, "spec-file").send_keys(str(spec))
     wait_for(driver, lambda d: text_of(d, "model-name") == "tiny.yaml", "upload not answered")
     table = text_of(driver, "summary-table")
