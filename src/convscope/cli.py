@@ -42,18 +42,18 @@ class UsageError(ConvScopeError):
 MESSAGE_LIMIT = 500  # characters of one error line: a hostile value must not flood the terminal
 
 
-def _clip(message: str) -> str:
+def one_line(message: str) -> str:
     """One line of at most ``MESSAGE_LIMIT`` characters."""
     line = " ".join(message.split())
     return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"
 
 
-class _ArgumentError(Exception):
+class CommandLineError(Exception):
     """A usage error found by argparse, with the (sub)command it belongs to."""
 
     def __init__(self, prog: str, message: str) -> None:
         super().__init__(message)
-        self.line = f"{prog}: error: {_clip(message)} (see {prog} --help)"
+        self.line = f"{prog}: error: {one_line(message)} (see {prog} --help)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
     command, and never echoes a value of unbounded length."""
 
     def error(self, message: str) -> Any:  # argparse's signature: it never returns
-        raise _ArgumentError(self.prog, message)
+        raise CommandLineError(self.prog, message)
 
 
 def integer(minimum: int) -> Callable[[str], int]:
@@ -398,7 +398,7 @@ def run_draw_summary(args: argparse.Namespace, write: Write) -> None:
     from .summary import summary
 
     model = load_model(args.model)
-    shape = _model_input(args, model)
+    shape = model_input(args, model)
     with user_code_errors(args.model):
         report = summary(model, shape, args.batch, "exact")
     report.model = args.model  # the picture's title names what the user gave
@@ -440,7 +440,7 @@ def run_pool_analysis(
     write(render(pool_analysis_document(result), args.format))
 
 
-def _model_input(args: argparse.Namespace, model: Any) -> tuple[int, ...]:
+def model_input(args: argparse.Namespace, model: Any) -> tuple[int, ...]:
     """``--input``, else the zoo model's or the spec file's own input shape."""
     if args.input is not None:
         return parse_shape(args.input, args.layout)
@@ -458,7 +458,7 @@ def run_summary(args: argparse.Namespace, write: Write) -> None:
     from .summary import summary
 
     model = load_model(args.model)
-    shape = _model_input(args, model)
+    shape = model_input(args, model)
     with user_code_errors(args.model):  # the model's own forward runs when it is traced
         report = summary(model, shape, args.batch, args.count, explain=args.explain)
     write(render(summary_document(report, args.depth), args.format))
@@ -550,7 +550,7 @@ def execute(argv: Sequence[str] | None, write: Write) -> tuple[int, str | None]:
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
-    except _ArgumentError as error:
+    except CommandLineError as error:
         return EXIT_USAGE, error.line
     except SystemExit as done:  # --help (0), already printed
         return (done.code if isinstance(done.code, int) else EXIT_USAGE), None
@@ -563,7 +563,7 @@ def execute(argv: Sequence[str] | None, write: Write) -> tuple[int, str | None]:
         message = f"{where}{error.strerror or error}"
     else:
         return 0, None
-    return EXIT_USAGE, f"convscope {args.command}: error: {_clip(message)}"
+    return EXIT_USAGE, f"convscope {args.command}: error: {one_line(message)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

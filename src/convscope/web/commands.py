@@ -30,12 +30,12 @@ from typing import Any
 
 from ..cli import (
     ANALYZE_ONLY,
-    _ArgumentError,  # the CLI's own one-line usage error, so the web says the same line
-    _clip,
-    _model_input,
+    CommandLineError,  # the CLI's own one-line usage error, so the web says the same line
     calculator_layer,
     execute,
     make_parser,
+    model_input,
+    one_line,
 )
 from ..errors import ConvScopeError
 from ..grammar import shown
@@ -70,7 +70,7 @@ class WebError(Exception):
 
 def error_line(command: str, message: str) -> str:
     """A message in the CLI's form: ``convscope conv: error: ...``, one clipped line."""
-    return f"convscope {command}: error: {_clip(message)}"
+    return f"convscope {command}: error: {one_line(message)}"
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def _picture_format(command: str, items: list[tuple[str, str]], formats: dict[st
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     try:
         return make_parser().parse_args(argv)
-    except _ArgumentError as error:
+    except CommandLineError as error:
         raise WebError(error.line) from None
     except SystemExit as done:  # --help: not a query key, so not reachable
         raise WebError(error_line(argv[0], f"the command ended with status {done.code}")) from None
@@ -302,7 +302,7 @@ def network_picture(query: Sequence[tuple[str, str]], hide: str | None = None) -
     args = _parse(command_argv(("draw", "summary"), items, ("--out", f"picture.{fmt}")))
     try:
         model = load_model(args.model)
-        report = summary(model, _model_input(args, model), args.batch, "exact")
+        report = summary(model, model_input(args, model), args.batch, "exact")
         picture = _drawing_module("network").network_figure(report, fmt)
     except ConvScopeError as error:
         raise WebError(_hidden(error_line("draw", str(error)), hide)) from None
