@@ -87,3 +87,24 @@ def test_torch_options_are_checked(tmp_path, capsys, extra, message):
     assert main(["train", "--epochs", "1", "--out", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_torchrun_starts_the_ranks(tmp_path):
+    """The documented launch for several machines, on one: torchrun runs ``-m convscope`` as
+    two ranks from its environment; rank 0 alone reports and writes."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "torchrun"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-port", port, "-m", "convscope", "train", "--engine", "torch",
+            "--epochs", "2", "--limit", "256", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1  # rank 0 only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["workers"] == 2 and metrics["replica_max_difference"] == 0.0

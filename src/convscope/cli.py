@@ -518,6 +518,8 @@ def run_train(args: argparse.Namespace, write: Write) -> None:
 
         sys.stdout.flush()
         result = train_with_torch(config, args.device or "cpu", args.workers or 1, args.json)
+        if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0: rank 0 reports
+            return
     else:
         torch_only = [f"--{n}" for n in ("device", "workers") if getattr(args, n) is not None]
         if torch_only:
