@@ -362,3 +362,21 @@ def test_fifty_concurrent_requests_on_a_live_server():
     assert len(responses) == 50
     assert [r.status_code for r in responses] == [200] * 50
     assert all("error" not in r.json() for r in responses)
+
+
+def test_the_worked_explanation_is_mathml_of_the_clis_latex(client):
+    """/api/explain/conv: the sections of ``conv ... --markdown --explain``, each formula its
+    LaTeX converted to MathML, with the substituted numbers and the result in it."""
+    response = client.get("/api/explain/conv", params=SEED)
+    assert response.status_code == 200
+    sections = response.json()["sections"]
+    code, markdown, _ = cli([*argv_of("conv", SEED), "--markdown", "--explain"])
+    assert code == 0
+    titles = [line[4:] for line in markdown.splitlines() if line.startswith("### ")]
+    assert [s["title"] for s in sections] == titles
+    formulas = [i["math"] for s in sections for i in s["items"] if "math" in i]
+    assert len(formulas) == markdown.count("$$") // 2
+    assert all(f.startswith('<math xmlns="http://www.w3.org/1998/Math/MathML"') for f in formulas)
+    assert "<mn>3</mn><mrow><mo>&#x0002C;</mo></mrow><mn>610</mn>" in "".join(formulas)
+    bad = client.get("/api/explain/conv", params={**SEED, "kernel": "0"})
+    assert bad.status_code == 400 and "kernel" in bad.json()["error"]

@@ -122,7 +122,10 @@ def test_the_seed_link_opens_answered(driver, server, tmp_path):
     assert text_of(driver, "output-shape") == "10×31×31"
     assert text_of(driver, "params") == "3,610"
     assert "3,385,600" in text_of(driver, "counts")
-    assert "H_out" in text_of(driver, "explanation")
+    # the working's formulas are MathML, laid out by the browser: H_out's rule ends in 31
+    formulas = driver.find_elements(By.CSS_SELECTOR, "#explanation .formula math")
+    assert len(formulas) > 10
+    assert formulas[0].get_attribute("display") == "block" and "31" in formulas[0].text
     wait_for(
         driver,
         lambda d: "convscope conv --input 64x64x10" in text_of(d, "command-line"),

@@ -42,7 +42,11 @@ from .commands import (
     run_json,
     spec_suffix,
     uploaded_spec,
+    worked_explanation,
 )
+
+#: The commands whose worked explanation /api/explain/COMMAND renders as MathML.
+EXPLAINED = (*CALCULATORS, "compose")
 
 logger = logging.getLogger("convscope.web")
 HERE = Path(__file__).parent
@@ -119,6 +123,22 @@ def calculator_endpoint(command: str) -> Callable[[Request], Awaitable[Response]
     async def endpoint(request: Request) -> Response:
         items = request.query_params.multi_items()
         return await answer(command, _json_work(lambda: command_argv((command,), items)))
+
+    return endpoint
+
+
+def explain_endpoint(command: str) -> Callable[[Request], Awaitable[Response]]:
+    """``/api/explain/conv`` and the others: the worked explanation of ``convscope COMMAND ...
+    --markdown --explain``, its formulas as MathML."""
+
+    async def endpoint(request: Request) -> Response:
+        items = request.query_params.multi_items()
+
+        def work() -> tuple[str, str]:
+            sections = worked_explanation(command_argv((command,), items))
+            return json.dumps({"sections": sections}), "application/json"
+
+        return await answer(command, work)
 
     return endpoint
 
@@ -312,6 +332,18 @@ def _first_answer(argv_of: Callable[[], list[str]]) -> tuple[Any, str | None]:
         return None, "convscope: internal error (a bug: see the server log)"
 
 
+def _first_working(argv_of: Callable[[], list[str]]) -> list[dict[str, Any]]:
+    """The page's first worked explanation (MathML formulas); empty where the answer failed,
+    whose error the page shows already."""
+    try:
+        return worked_explanation(argv_of())
+    except WebError:
+        return []
+    except Exception:
+        logger.exception("convscope web: a page's first explanation failed")
+        return []
+
+
 def _first_picture(layer: str, state: Sequence[tuple[str, str]]) -> tuple[str, str | None]:
     """The page's first diagram, inlined by the server (so a refused drawing is a message in
     the page, not a failed request): the SVG, or the error line."""
@@ -363,8 +395,9 @@ async def calculator_page(request: Request) -> Response:
     diagram_keys = ("pass", "frames") if drawn else ()
     api_items = [(k, v) for k, v in state if k not in (*PAGE_ONLY_KEYS, *diagram_keys)]
     result, error = await run_in_threadpool(
-        _first_answer, lambda: command_argv((layer,), [*api_items, ("explain", "1")])
+        _first_answer, lambda: command_argv((layer,), api_items)
     )
+    working = await run_in_threadpool(_first_working, lambda: command_argv((layer,), api_items))
     svg, svg_error = await run_in_threadpool(_first_picture, layer, state) if drawn else ("", None)
     if bad_layer is not None:
         error = error_line("serve", f"layer must be {', '.join(CALCULATORS)}, got {bad_layer!r}")
@@ -383,6 +416,8 @@ async def calculator_page(request: Request) -> Response:
             result=result,
             error=error,
             api=f"/api/{layer}",
+            explain_api=f"/api/explain/{layer}",
+            working=working,
             draw_api=f"/api/draw/{layer}" if drawn else "",
             diagram_keys=list(diagram_keys),
             draw_keys=list(query_keys("draw", layer)) if drawn else [],
@@ -425,8 +460,9 @@ async def pool_page(request: Request) -> Response:
 async def compose_page(request: Request) -> Response:
     state = _state(request, COMPOSE_QUERY)
     result, error = await run_in_threadpool(
-        _first_answer, lambda: command_argv(("compose",), [*state, ("explain", "1")])
+        _first_answer, lambda: command_argv(("compose",), state)
     )
+    working = await run_in_threadpool(_first_working, lambda: command_argv(("compose",), state))
     return templates.TemplateResponse(
         request,
         "compose.html",
@@ -438,6 +474,8 @@ async def compose_page(request: Request) -> Response:
             result=result,
             error=error,
             api="/api/compose",
+            explain_api="/api/explain/compose",
+            working=working,
         ),
     )
 
@@ -519,28 +557,6 @@ def counts_table(result: dict[str, Any]) -> dict[str, Any]:
     return {"ops": ops, "rows": rows}
 
 
-def explanation_blocks(text: str) -> list[dict[str, Any]]:
-    """The CLI's worked explanation as sections: a title, then its lines, each a formula
-    (``a = b = 3``, with its note in parentheses apart) or a sentence."""
-    blocks = []
-    for chunk in text.strip().split("\n\n"):
-        title, *lines = chunk.splitlines() or [""]
-        parsed = []
-        for line in lines:
-            line = line.strip()
-            formula, gap, note = line.partition("   (")
-            is_formula = " = " in line and not line.endswith(".")
-            parsed.append(
-                {
-                    "formula": is_formula,
-                    "text": formula if is_formula and gap else line,
-                    "note": "(" + note if is_formula and gap else "",
-                }
-            )
-        blocks.append({"title": title.strip(), "lines": parsed})
-    return blocks
-
-
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in rows:
@@ -566,7 +582,6 @@ templates.env.filters.update(
     shape=_shape,
     scalar=_scalar,
     counts_table=counts_table,
-    explanation_blocks=explanation_blocks,
     columns=_columns,
     without=_without,
     field_size=_field_size,
@@ -613,6 +628,7 @@ def create_app() -> Starlette:
         Route("/network", network_page),
         *(Route(f"/api/{name}", calculator_endpoint(name)) for name in CALCULATORS),
         Route("/api/compose", api_compose),
+        *(Route(f"/api/explain/{name}", explain_endpoint(name)) for name in EXPLAINED),
         Route("/api/summary", api_summary, methods=["GET", "POST"]),
         *(Route(f"/api/draw/{name}", draw_layer_endpoint(name)) for name in DRAWN_LAYERS),
         Route("/api/draw/summary", api_draw_summary, methods=["GET", "POST"]),

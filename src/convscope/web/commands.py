@@ -170,6 +170,33 @@ def run_json(argv: Sequence[str], hide: str | None = None) -> str:
     return _hidden(buffer.getvalue().removesuffix("\n"), hide)
 
 
+def worked_explanation(argv: Sequence[str]) -> list[dict[str, Any]]:
+    """``convscope ARGV --markdown --explain``'s worked explanation as sections: a title, then
+    items that are a formula (its LaTeX as MathML, which browsers render natively) or a
+    sentence. A WebError with the CLI's one line on bad input."""
+    from latex2mathml.converter import convert
+
+    buffer = io.StringIO()
+    split = list(argv).index("--") if "--" in argv else len(argv)
+    code, message = execute([*argv[:split], "--markdown", "--explain", *argv[split:]], buffer.write)
+    if message is not None:
+        raise WebError(message)
+    if code != 0:
+        raise WebError(error_line(argv[0], f"the command ended with status {code}"))
+    sections: list[dict[str, Any]] = []
+    for line in buffer.getvalue().splitlines():
+        line = line.strip()
+        if line.startswith("### "):
+            sections.append({"title": line[4:], "items": []})
+        elif not sections or not line or line.startswith("|"):
+            continue  # the answer's tables come before the working
+        elif line.startswith("$$") and line.endswith("$$") and len(line) > 4:
+            sections[-1]["items"].append({"math": convert(line[2:-2], display="block")})
+        else:
+            sections[-1]["items"].append({"text": line})
+    return sections
+
+
 def _hidden(text: str, folder: str | None) -> str:
     """``text`` without the private upload folder's path (the file's own name stays)."""
     return text if folder is None else text.replace(folder + os.sep, "")

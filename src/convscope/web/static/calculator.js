@@ -29,16 +29,13 @@
       document.getElementById("batch").textContent = data.batch;
       document.getElementById("count-mode").textContent = data.count;
       C.countsTable(document.getElementById("counts"), data);
-      C.explanation(document.getElementById("explanation"), data.explanation);
     } else if (page === "pool") {
       document.getElementById("result").replaceChildren(C.tree(data));
     } else if (page === "compose") {
       document.getElementById("composed").textContent =
         `= one ${data.layer}: kernel ${C.shape(data.kernel)}, stride ${C.shape(data.stride)}, ` +
         `dilation ${C.shape(data.dilation)}${data.exact ? " (exact)" : " (not exact)"}`;
-      const { explanation, ...rest } = data;
-      document.getElementById("result-tree").replaceChildren(C.tree(rest));
-      C.explanation(document.getElementById("explanation"), explanation);
+      document.getElementById("result-tree").replaceChildren(C.tree(data));
     }
   }
 
@@ -58,9 +55,13 @@
     if (!answer) return;
     if (controller) controller.abort();
     controller = new AbortController();
-    const explain = page === "pool" ? [] : [["explain", "1"]];
-    const url = `${form.dataset.api}?${C.query([...apiItems, ...fixed, ...explain])}`;
-    const reply = await C.fetchAnswer(url, { signal: controller.signal });
+    const query = C.query([...apiItems, ...fixed]);
+    const signal = controller.signal;
+    const explainApi = form.dataset.explainApi;
+    const [reply, working] = await Promise.all([
+      C.fetchAnswer(`${form.dataset.api}?${query}`, { signal }),
+      explainApi ? C.fetchAnswer(`${explainApi}?${query}`, { signal }) : null,
+    ]);
     if (reply.aborted) return;
     if (!reply.ok) {
       C.showError(reply.error);
@@ -68,6 +69,9 @@
     }
     C.showError(null);
     render(reply.data);
+    if (working && working.ok) {
+      C.explanation(document.getElementById("explanation"), working.data.sections);
+    }
   }
 
   const later = C.debounce(() => update(), 250);

@@ -153,24 +153,21 @@ const convscope = (() => {
     table.replaceChildren(head, body);
   }
 
-  // The CLI's worked explanation as sections of formulas and sentences (app.explanation_blocks).
-  function explanation(holder, text) {
+  // The worked explanation (/api/explain/...): sections of formulas, already MathML from the
+  // server's LaTeX (the browser renders MathML natively), and sentences.
+  function explanation(holder, sections) {
     holder.replaceChildren();
-    if (!text) return;
-    for (const chunk of text.trim().split("\n\n")) {
-      const [title, ...lines] = chunk.split("\n");
-      const section = el("section", {}, el("h3", {}, title.trim()));
-      for (let line of lines) {
-        line = line.trim();
-        const isFormula = line.includes(" = ") && !line.endsWith(".");
-        const gap = line.indexOf("   (");
-        if (isFormula) {
-          const formula = gap >= 0 ? line.slice(0, gap) : line;
-          const note = gap >= 0 ? line.slice(gap + 3) : "";
-          section.append(el("div", { class: "formula" }, el("code", {}, formula),
-            note ? " " : null, note ? el("span", { class: "note" }, note) : null));
+    for (const { title, items } of sections || []) {
+      const section = el("section", {}, el("h3", {}, title));
+      for (const item of items) {
+        if (item.math) {
+          const formula = el("div", { class: "formula" });
+          const parsed = document.createElement("template");
+          parsed.innerHTML = item.math;  // our own LaTeX, converted and escaped by latex2mathml
+          formula.append(parsed.content);
+          section.append(formula);
         } else {
-          section.append(el("p", {}, line));
+          section.append(el("p", {}, item.text));
         }
       }
       holder.append(section);
