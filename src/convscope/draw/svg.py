@@ -103,10 +103,17 @@ def scene_svg(scene: Scene) -> str:
     for frame in scene.frames:
         hidden = "" if frame.index == 0 else ' style="display:none"'
         parts.append(f'<g class="frame" data-frame="{frame.index}"{hidden}>')
+        # one path per colour: a frame can mark thousands of cells, and a rect each would
+        # make the page's SVG megabytes long
+        outlines: dict[str, list[str]] = {}
         for (x0, y0, x1, y1), colour in lay.marks(frame):
+            outlines.setdefault(colour, []).append(
+                f"M{x0 + 1} {y0 + 1}h{x1 - x0 - 2}v{y1 - y0 - 2}h{x0 - x1 + 2}z"
+            )
+        for colour, squares in outlines.items():
             parts.append(
-                f'<rect class="mark" x="{x0 + 1}" y="{y0 + 1}" width="{x1 - x0 - 2}" '
-                f'height="{y1 - y0 - 2}" fill="{_hex(COLOURS[colour])}" fill-opacity="0.85"/>'
+                f'<path class="mark" d="{"".join(squares)}" fill="{_hex(COLOURS[colour])}" '
+                'fill-opacity="0.85"/>'
             )
         parts += [_text(t) for t in lay.frame_texts(frame)]
         parts.append("</g>")
