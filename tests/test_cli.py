@@ -109,3 +109,13 @@ def test_symbolic_cost_does_not_depend_on_size():
     assert cost.forward.mults == 1000 * 512 * 512 * taps * taps
     pool = nn.MaxPool2d(3, 2, 1).cost((512, 10**6, 10**6), batch=1000)
     assert pool.backward_input.adds == 1000 * 512 * ((5 * 10**5) ** 2 - (25 * 10**4) ** 2)
+
+
+def test_adaptive_pool_takes_one_output_size_for_every_axis(capsys) -> None:
+    """``--output-size 7`` is PyTorch's ``output_size=7`` (every axis), as ``7x7`` is."""
+    outs = []
+    for size in ("7", "7x7"):
+        argv = ["pool", "--input", "1x96x96", "--kind", "adaptive-max", "--output-size", size]
+        assert main([*argv, "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["output_shape"])
+    assert outs == [[1, 7, 7], [1, 7, 7]]

@@ -243,10 +243,16 @@ _CLI_ONLY = (
         "output_size",
         None,
         "--output-size",
-        lambda text, label: parse_shape(text),
-        help="adaptive pools: e.g. 1x1",
+        lambda text, label: _output_size(text, label),
+        help="adaptive pools: e.g. 1x1, or one size for every axis",
     ),
 )
+
+
+def _output_size(text: str, label: str) -> int | tuple[int, ...]:
+    """``7`` (every axis) or ``7x5`` (per axis), as PyTorch's output_size."""
+    sizes = parse_shape(text, label=label)
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def _build_pool(values: dict[str, Any], ctx: Context) -> Module:
