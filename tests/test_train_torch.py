@@ -108,3 +108,22 @@ def test_torchrun_starts_the_ranks(tmp_path):
     assert done.stdout.count("test accuracy") == 1  # rank 0 only
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["workers"] == 2 and metrics["replica_max_difference"] == 0.0
+
+
+def test_a_failing_rank_is_one_message(tmp_path, capsys):
+    """A loss gone NaN inside the worker processes, and a damaged optimiser state found before
+    they start: each is the CLI's one line and exit 2, as with one process."""
+    out = tmp_path / "nan"
+    argv = ["train", "--engine", "torch", "--workers", "2", "--optimizer", "sgd", "--lr", "1e30"]
+    assert main([*argv, "--epochs", "2", "--limit", "256", "--out", str(out), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the loss became nan" in err and "No checkpoint" in err
+    good = tmp_path / "good"
+    train(TrainConfig(epochs=1, seed=0, limit=64, out=good), **QUIET)
+    state = dict(np.load(good / "checkpoint.npz"))
+    state.pop("optim/v.0")
+    np.savez(tmp_path / "damaged.npz", **state)
+    resume = ["--resume", str(tmp_path / "damaged.npz"), "--out", str(tmp_path / "r")]
+    assert main(["train", "--engine", "torch", "--workers", "2", *resume]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optimizer state v.0 is missing" in err

@@ -16,21 +16,23 @@ is the single-process update. Rank 0 alone writes files, atomically.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import data as datasets
+from .errors import ConvScopeError
 from .export import ExportError, _torch, to_torch
 from .module import CheckpointError
-from .optim import Optimizer
+from .optim import SGD, Adam, Optimizer
 from .random import manual_seed
 from .train import (
     CURVES_EVERY_S,
@@ -74,13 +76,29 @@ def train_with_torch(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingError(f"--device {device}: this PyTorch sees no CUDA device")
     if "WORLD_SIZE" in os.environ:  # launched by torchrun: this process is one rank
+        if workers != 1:
+            raise TrainingError(
+                "--workers starts convscope's own processes; under torchrun the ranks are "
+                "torchrun's (--nproc-per-node, --nnodes)"
+            )
         return _run(config, device, quiet)
     if workers == 1:
         return _run(config, device, quiet, rank=0, world=1)
+    _start(config)  # bad data or a bad checkpoint is one message here, before any process
     port = _free_port()
-    torch.multiprocessing.spawn(
-        _spawned, args=(config, device, quiet, workers, port), nprocs=workers, join=True
-    )
+    errors = torch.multiprocessing.get_context("spawn").SimpleQueue()
+    # spawn logs a warning as it stops the other ranks; the one-line message below says it
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    try:
+        torch.multiprocessing.spawn(
+            _spawned,
+            args=(config, device, quiet, workers, port, errors),
+            nprocs=workers,
+            join=True,
+        )
+    except Exception as failure:  # a rank failed; spawn has stopped the others
+        message = errors.get() if not errors.empty() else f"a worker process failed: {failure}"
+        raise TrainingError(message.strip().splitlines()[-1]) from None
     written = json.loads((config.out / "metrics.json").read_text())  # rank 0's outcome
     return Result(**{k: v for k, v in written.items() if k in Result.__dataclass_fields__})
 
@@ -91,11 +109,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawned(rank: int, config: TrainConfig, device: str, quiet: bool, world: int, port: int):
+def _spawned(
+    rank: int, config: TrainConfig, device: str, quiet: bool, world: int, port: int, errors: Any
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch = _torch()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the cores, shared
-    _run(config, device, quiet, rank=rank, world=world)
+    try:
+        _run(config, device, quiet, rank=rank, world=world)
+    except ConvScopeError as error:  # the parent says it in one line
+        errors.put(str(error))
+        raise SystemExit(2) from None
 
 
 def _moments(optimizer: Any, params: list[Any]) -> dict[str, np.ndarray]:
@@ -150,11 +174,71 @@ def _run(
     if distributed:
         dist.init_process_group("gloo", rank=rank, world_size=world)
     lead = rank == 0
+    if distributed and device == "cuda":  # one GPU per process on a machine
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     try:
         return _loop(config, torch.device(device), quiet or not lead, rank, world)
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+@dataclass
+class _Start:
+    """What a run starts from: the data, the model (convscope's LeNet, from the resumed
+    checkpoint where one is given) and the checked optimiser state."""
+
+    dataset: Any
+    x_train: np.ndarray
+    y_train: np.ndarray
+    meta: dict[str, Any]
+    model: Any
+    optim_state: dict[str, np.ndarray]
+    history: list[dict]
+    good: tuple[Path, int] | None
+
+
+def _start(config: TrainConfig) -> _Start:
+    """The data and the model a run starts from, every resumed state checked as the NumPy
+    engine checks it (the optimiser state through convscope's own optimiser)."""
+    dataset = datasets.load(config.data)
+    x_train, y_train = dataset.train_images, dataset.train_labels
+    if config.limit:
+        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+    c, h, w = dataset.image_shape
+    meta = {"image_shape": [c, h, w], "classes": dataset.classes, "data": dataset.name,
+            "seed": config.seed, "epoch": 0, "scale": dataset.scale}  # fmt: skip
+    model = lenet(c, h, dataset.classes)  # convscope's model: its initial weights and names
+    start = _Start(dataset, x_train, y_train, meta, model, {}, [], None)
+    if config.resume is None:
+        return start
+    saved, model_state, optim_state = load_checkpoint(config.resume)
+    if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
+        raise CheckpointError(
+            f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
+            f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
+        )
+    kind = checkpoint_optimizer(optim_state)
+    if kind != config.optimizer:
+        raise CheckpointError(
+            f"{config.resume} was trained with --optimizer {kind}; resume it with "
+            f"--optimizer {kind}, not {config.optimizer}"
+        )
+    model.load_state_dict(model_state)
+    ours = Adam if kind == "adam" else SGD
+    ours(model.parameters(), lr=config.lr).load_state_dict(optim_state)  # its checks
+    history = list(saved.get("history", []))
+    if history:  # refused now, not after an epoch's work when curves.png is drawn from it
+        from .draw.curves import curve_series
+
+        try:
+            curve_series(history)
+        except ConvScopeError as error:
+            raise CheckpointError(f"{config.resume}: meta {error}") from None
+    meta["epoch"] = saved["epoch"]
+    start.optim_state, start.history = optim_state, history
+    start.good = (config.resume, saved["epoch"])
+    return start
 
 
 def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) -> Result:
@@ -166,34 +250,10 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
     log = None if quiet else sys.stderr
     manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    dataset = datasets.load(config.data)
-    x_train, y_train = dataset.train_images, dataset.train_labels
-    if config.limit:
-        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+    start = _start(config)
+    dataset, meta, ours, optim_state = start.dataset, start.meta, start.model, start.optim_state
+    x_train, y_train, history, good = start.x_train, start.y_train, start.history, start.good
     c, h, w = dataset.image_shape
-    meta = {"image_shape": [c, h, w], "classes": dataset.classes, "data": dataset.name,
-            "seed": config.seed, "epoch": 0, "scale": dataset.scale}  # fmt: skip
-    ours = lenet(c, h, dataset.classes)  # convscope's model: its initial weights and names
-    history: list[dict] = []
-    good: tuple[Path, int] | None = None
-    optim_state: dict[str, np.ndarray] = {}
-    if config.resume is not None:
-        saved, model_state, optim_state = load_checkpoint(config.resume)
-        if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
-            raise CheckpointError(
-                f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
-                f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
-            )
-        kind = checkpoint_optimizer(optim_state)
-        if kind != config.optimizer:
-            raise CheckpointError(
-                f"{config.resume} was trained with --optimizer {kind}; resume it with "
-                f"--optimizer {kind}, not {config.optimizer}"
-            )
-        ours.load_state_dict(model_state)
-        meta["epoch"] = saved["epoch"]
-        history = list(saved.get("history", []))
-        good = (config.resume, saved["epoch"])
     try:
         model = to_torch(ours).to(device)
     except ExportError as error:
