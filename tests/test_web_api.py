@@ -377,6 +377,34 @@ def test_the_worked_explanation_is_mathml_of_the_clis_latex(client):
     formulas = [i["math"] for s in sections for i in s["items"] if "math" in i]
     assert len(formulas) == markdown.count("$$") // 2
     assert all(f.startswith('<math xmlns="http://www.w3.org/1998/Math/MathML"') for f in formulas)
-    assert "<mn>3</mn><mrow><mo>&#x0002C;</mo></mrow><mn>610</mn>" in "".join(formulas)
+    assert "<mn>3</mn><mrow><mo>,</mo></mrow><mn>610</mn>" in "".join(formulas)
     bad = client.get("/api/explain/conv", params={**SEED, "kernel": "0"})
     assert bad.status_code == 400 and "kernel" in bad.json()["error"]
+
+
+def test_only_mathml_reaches_the_page():
+    """latex2mathml copies \\text{} verbatim: markup that is not MathML alone is refused (the
+    formula is then shown as text), so nothing a page inserts can run."""
+    from latex2mathml.converter import convert
+
+    from convscope.web.commands import safe_mathml
+
+    assert safe_mathml(convert(r"\text{<img src=x onerror=alert(1)>}")) is None
+    assert safe_mathml('<math xmlns="http://www.w3.org/1998/Math/MathML" onclick="x"/>') is None
+    assert safe_mathml(convert(r"n = 3{,}610")).startswith('<math xmlns="http://www.w3.org/')
+
+
+def test_a_bug_is_a_500_with_a_json_message(client, monkeypatch):
+    """An internal error is logged and answered 500 with one JSON line, never a traceback;
+    bad input stays 400."""
+    import convscope.web.app as app
+
+    def broken(argv, hide=None):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(app, "run_json", broken)
+    response = client.get("/api/conv", params=SEED)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "convscope conv: error: internal error (a bug: see the server log)"
+    }

@@ -109,7 +109,7 @@ async def answer(
         return json_error(error.line, error.status)
     except Exception:  # a bug: the message says so, the log holds the traceback
         logger.exception("convscope web: %s failed", command)
-        return json_error(error_line(command, "internal error (a bug: see the server log)"))
+        return json_error(error_line(command, "internal error (a bug: see the server log)"), 500)
     return Response(body, status_code=status, media_type=media_type)
 
 
@@ -226,8 +226,12 @@ async def read_upload(request: Request, command: str) -> tuple[bytes, str | None
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         data = await _form_file(request, bytes(body), command)
         if isinstance(data, UploadFile):
-            filename = data.filename
-            data = await data.read(MAX_UPLOAD_BYTES + 1)
+            upload = data
+            filename = upload.filename
+            try:
+                data = await upload.read(MAX_UPLOAD_BYTES + 1)
+            finally:
+                await upload.close()  # its spooled temporary file
     else:
         data = bytes(body)
     if len(data) > MAX_UPLOAD_BYTES:
@@ -616,7 +620,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     logger.error("convscope web: %s failed", request.url.path, exc_info=error)
-    return json_error(error_line("serve", "internal error (a bug: see the server log)"))
+    return json_error(error_line("serve", "internal error (a bug: see the server log)"), 500)
 
 
 def create_app() -> Starlette:

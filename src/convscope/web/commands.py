@@ -170,6 +170,28 @@ def run_json(argv: Sequence[str], hide: str | None = None) -> str:
     return _hidden(buffer.getvalue().removesuffix("\n"), hide)
 
 
+MATHML = "http://www.w3.org/1998/Math/MathML"
+
+
+def safe_mathml(markup: str) -> str | None:
+    """``markup`` re-serialised when it is well-formed XML of MathML elements only, else None.
+    latex2mathml copies ``\\text{...}`` verbatim, so its output is checked before a page puts
+    it in the document: every element in the MathML namespace, no attribute that runs code."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(markup)
+    except ET.ParseError:
+        return None
+    for element in root.iter():
+        if not element.tag.startswith(f"{{{MATHML}}}"):
+            return None
+        if any(name.lower().startswith("on") or "href" in name.lower() for name in element.attrib):
+            return None
+    ET.register_namespace("", MATHML)
+    return ET.tostring(root, encoding="unicode")
+
+
 def worked_explanation(argv: Sequence[str]) -> list[dict[str, Any]]:
     """``convscope ARGV --markdown --explain``'s worked explanation as sections: a title, then
     items that are a formula (its LaTeX as MathML, which browsers render natively) or a
@@ -191,7 +213,8 @@ def worked_explanation(argv: Sequence[str]) -> list[dict[str, Any]]:
         elif not sections or not line or line.startswith("|"):
             continue  # the answer's tables come before the working
         elif line.startswith("$$") and line.endswith("$$") and len(line) > 4:
-            sections[-1]["items"].append({"math": convert(line[2:-2], display="block")})
+            math = safe_mathml(convert(line[2:-2], display="block"))
+            sections[-1]["items"].append({"math": math} if math else {"text": line[2:-2]})
         else:
             sections[-1]["items"].append({"text": line})
     return sections

@@ -163,7 +163,7 @@ const convscope = (() => {
         if (item.math) {
           const formula = el("div", { class: "formula" });
           const parsed = document.createElement("template");
-          parsed.innerHTML = item.math;  // our own LaTeX, converted and escaped by latex2mathml
+          parsed.innerHTML = item.math;  // MathML elements only: checked on the server
           formula.append(parsed.content);
           section.append(formula);
         } else {
