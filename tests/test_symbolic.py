@@ -293,10 +293,12 @@ def test_receptive_field_of_a_huge_kernel() -> None:
             + ["--output-size", "1500000000"],
             lambda d: d["forward"]["compares"] == 1_000_000_006,  # L + O − gcd − O
         ),
-        (
-            ["pool", "--input", "1x1000000000000000000000", "--kernel", "10000001"]
-            + ["--stride", "10000000", "--dilation", "10000001"],
-            lambda d: d["backward_input"]["upper_bound"],
+        (  # stride D, dilation and kernel D + 1 (D = 10^6): D + 1 chains of 3 windows whose
+            # neighbours share one position, τ = 2(D + 1); worst-case adds = windows − τ
+            ["pool", "--input", "1x4000003000001", "--kernel", "1000001"]
+            + ["--stride", "1000000", "--dilation", "1000001"],
+            lambda d: d["output_shape"] == [1, 3_000_003]
+            and d["backward_input"]["adds"] == 3_000_003 - 2 * 1_000_001,
         ),
         (
             ["pool", "--input", "1x1000000000", "--kernel", "2", "--dilation", "10000000"],
