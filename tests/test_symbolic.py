@@ -297,8 +297,10 @@ def test_receptive_field_of_a_huge_kernel() -> None:
             # neighbours share one position, τ = 2(D + 1); worst-case adds = windows − τ
             ["pool", "--input", "1x4000003000001", "--kernel", "1000001"]
             + ["--stride", "1000000", "--dilation", "1000001"],
-            lambda d: d["output_shape"] == [1, 3_000_003]
-            and d["backward_input"]["adds"] == 3_000_003 - 2 * 1_000_001,
+            lambda d: (
+                d["output_shape"] == [1, 3_000_003]
+                and d["backward_input"]["adds"] == 3_000_003 - 2 * 1_000_001
+            ),
         ),
         (
             ["pool", "--input", "1x1000000000", "--kernel", "2", "--dilation", "10000000"],
