@@ -318,3 +318,21 @@ def test_bad_outputs_are_one_line(tmp_path, capsys, monkeypatch, command, name, 
     assert main([*command, "--out", name]) == 2
     assert message in one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_deep_network_draws_its_bars_as_collections() -> None:
+    """Past MANY_BARS layers the bars are one collection each (ax.bar would take seconds per
+    thousand), and their heights are still the report's own numbers."""
+    from convscope.draw.network import MANY_BARS
+
+    depth = MANY_BARS + 50
+    model = Sequential(nn.Conv2d(3, 4, 3, padding=1), *[nn.ReLU() for _ in range(depth - 1)])
+    report = summary(model, (3, 8, 8))
+    figure = network_plot(report)
+    memory_ax = figure.axes[2]
+    (bars,) = memory_ax.collections
+    tops = [max(y for _, y in path.vertices) for path in bars.get_paths()]
+    rows = [row for row in report.layers if not row.container]
+    assert len(rows) == depth
+    assert tops == [row.activation_bytes for row in rows]
+    assert network_figure(report, "png").startswith(b"\x89PNG")
