@@ -119,3 +119,17 @@ def test_adaptive_pool_takes_one_output_size_for_every_axis(capsys) -> None:
         assert main([*argv, "--json"]) == 0
         outs.append(json.loads(capsys.readouterr().out)["output_shape"])
     assert outs == [[1, 7, 7], [1, 7, 7]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "668266182"], "must be <= 65535"),
+        (["serve", "--port", "-1"], "must be >= 0"),
+        (["serve", "--host", "bogus..host..."], "is not a host name or address"),
+    ],
+)
+def test_serve_refuses_a_port_no_socket_takes(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

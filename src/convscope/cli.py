@@ -64,8 +64,9 @@ class _Parser(argparse.ArgumentParser):
         raise CommandLineError(self.prog, message)
 
 
-def integer(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an int >= ``minimum`` of at most ``MAX_DIGITS`` digits."""
+def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` (and <= ``maximum``) of at most ``MAX_DIGITS``
+    digits."""
 
     def parse(text: str) -> int:
         try:
@@ -74,6 +75,8 @@ def integer(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(str(error)) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -281,7 +284,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=integer(0), default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--port", type=integer(0, 65535), default=8000, help="port, 0 to 65535 (default 8000)"
+    )
     p.set_defaults(handler=run_serve)
 
     p = sub.add_parser("summary", help="a whole network's shapes, costs and receptive fields")

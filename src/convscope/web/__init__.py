@@ -26,11 +26,16 @@ def create_app() -> Any:
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``; a ConvScopeError (one line) when it cannot be had,
     rather than uvicorn's exit."""
+    shown = host if len(host) <= 60 else host[:59] + "…"
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=128)
     except OSError as error:
-        raise ConvScopeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise ConvScopeError(
+            f"cannot listen on {shown}:{port}: {error.strerror or error}"
+        ) from None
+    except (UnicodeError, ValueError) as error:  # a host name no resolver takes ('a..b', NUL)
+        raise ConvScopeError(f"--host {shown!r} is not a host name or address ({error})") from None
 
 
 def serve(host: str, port: int, write: Any) -> None:
