@@ -391,3 +391,21 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path, capsys, name, content):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "error:" in captured.err
+
+
+def test_a_yaml_exponent_read_as_text_gets_a_hint(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e3`` as the string '1e3': the refusal says how to write the
+    number, and the written form loads."""
+    pytest.importorskip("yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [3, 8, 8]\nlayers:\n  - upsample: {scale_factor: 1e3}\n")
+    with pytest.raises(ConvScopeError, match=r"got '1e3' \(YAML reads .* write 1\.0e\+3\)"):
+        load_spec(bad)
+    unsigned = tmp_path / "unsigned.yaml"
+    unsigned.write_text("input: [3, 8, 8]\nlayers:\n  - upsample: {scale_factor: 1.0e3}\n")
+    with pytest.raises(ConvScopeError, match=r"got '1\.0e3' \(YAML .* write 1\.0e\+3\)"):
+        load_spec(unsigned)
+    good = tmp_path / "good.yaml"
+    good.write_text("input: [3, 8, 8]\nlayers:\n  - upsample: {scale_factor: 1.0e+3}\n")
+    model = load_spec(good)
+    assert model.output_shape((3, 8, 8)) == (3, 8000, 8000)

@@ -485,11 +485,28 @@ def _resolve(annotation: Any, cls: type) -> Any:
         return Any
 
 
+#: Numbers YAML 1.1 reads as strings: an exponent without a decimal point or without a sign
+#: (1e5, 2E-3, 1.5e3); 1.5e+3 is a float.
+_YAML_11_NUMBER = re.compile(r"[-+]?(?:[0-9]+[eE][-+]?|[0-9]*\.[0-9]*[eE])[0-9]+")
+
+
 def _check_argument(name: str, value: Any, hint: Any, where: str) -> None:
     """Refuse a value of the wrong type (``"no"`` for a bool, ``3.0`` or ``true`` for an int)
     and one that breaks a rule of ``_RULES``."""
     if not _fits(hint, value):
-        raise SpecFileError(f"{where}: {name} must be {_describe(hint)}, got {_show(value)}")
+        hint_text = ""
+        if isinstance(value, str) and _YAML_11_NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e300 as text; 1.0e300 is a number
+            mantissa, exponent = value.strip().lower().split("e")
+            mantissa += "" if "." in mantissa else ".0"
+            exponent = exponent if exponent[:1] in "+-" else "+" + exponent
+            hint_text = (
+                " (YAML reads an exponent as a number only with a decimal point and a signed "
+                f"exponent: write {mantissa}e{exponent})"
+            )
+        raise SpecFileError(
+            f"{where}: {name} must be {_describe(hint)}, got {_show(value)}{hint_text}"
+        )
     rule = _RULES.get(name)
     if rule is not None and isinstance(value, (int, float, type(None))) and not rule[0](value):
         raise SpecFileError(f"{where}: {name} {rule[1]}, got {_show(value)}")
