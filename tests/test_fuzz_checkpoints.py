@@ -127,10 +127,16 @@ def _idx(dims: list[int], body: bytes) -> bytes:
     return bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + body
 
 
+def _memo(op: bytes, long_op: bytes, index: int) -> bytes:
+    """A pickle memo put or get: the one-byte form below 256, the four-byte form above."""
+    return op + bytes([index]) if index < 256 else long_op + index.to_bytes(4, "little")
+
+
 def _memo_bomb(depth: int) -> bytes:
     bomb = bytearray(b"\x80\x02}q\x00(C\x04dataq\x01]q\x02")
-    for i in range(depth):
-        bomb += b"0]q%c(h%ch%ce" % (3 + i, 2 + i, 2 + i)
+    for i in range(depth):  # each list holds the previous one twice
+        get = _memo(b"h", b"j", 2 + i)
+        bomb += b"0]" + _memo(b"q", b"r", 3 + i) + b"(" + get + get + b"e"
     return bytes(bomb + b"C\x06labelsq\x7f]q\x7eu.")
 
 
