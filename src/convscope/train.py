@@ -373,15 +373,116 @@ def write_curves(path: Path, history: list[dict]) -> None:
     atomic_write(path, lambda f: f.write(picture))
 
 
-def train(
-    config: TrainConfig, log: Any = sys.stderr, echo: Callable[[str], None] = print
-) -> Result:
-    """Trains, evaluates on the held-out split, and writes the checkpoint and the metrics after
-    every epoch, and the curves (curves.png) every few seconds and at the end. A NaN or
-    infinite loss, or parameters that became non-finite, stop the run before anything
-    non-finite is saved."""
-    check_config(config)
-    manual_seed(config.seed)
+@dataclass
+class Run:
+    """What both engines share of a run: its data, convscope's model and optimiser (resumed and
+    checked where a checkpoint is given), its history, and the files it writes with the message
+    it stops with. ``optim_state`` is the resumed optimiser state as read ({} for a new run)."""
+
+    config: TrainConfig
+    dataset: Any
+    x_train: np.ndarray
+    y_train: np.ndarray
+    meta: dict[str, Any]
+    model: Sequential
+    optimizer: Optimizer
+    optim_state: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    good: tuple[Path, int] | None = None  # the checkpoint known to be good, and its epoch
+    started: float = 0.0
+    seen: int = 0  # images trained on in this run
+    drawn: float = -math.inf  # when curves.png was last drawn
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.config.out / "checkpoint.npz"
+
+    @property
+    def metrics(self) -> Path:
+        return self.config.out / "metrics.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.config.out / "curves.png"
+
+    def begin(self, writes: bool = True) -> None:
+        """Starts the clock; the process that writes the files first removes a killed run's
+        temporary files."""
+        if writes:
+            files = (self.checkpoint.name, self.metrics.name, self.curves.name)
+            remove_stale_temporaries(self.config.out, files)
+        self.started = time.perf_counter()
+
+    def lr(self, epoch: int) -> float:
+        """The learning rate of ``epoch``: cosine annealing from --lr to 0 over the run."""
+        config = self.config
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+
+    def stop(self, what: str) -> TrainingError:
+        """The error that stops the run, naming the checkpoint that is good."""
+        return TrainingError(f"{what}; stopped. {_good_checkpoint(self.good, self.checkpoint)}; "
+                             "try a smaller --lr")  # fmt: skip
+
+    def result(self) -> Result:
+        seconds = time.perf_counter() - self.started
+        final = self.history[-1]["test_accuracy"] if self.history else float("nan")
+        return Result(final, self.meta["epoch"], seconds, self.seen / max(seconds, 1e-9),
+                      self.history, str(self.checkpoint), str(self.metrics),
+                      str(self.curves))  # fmt: skip
+
+    def write_metrics(self, outcome: Result, extra: dict[str, Any] | None = None) -> None:
+        payload = json.dumps({**asdict(outcome), **(extra or {})}, indent=2)
+        atomic_write(self.metrics, lambda f: f.write(payload), binary=False)
+
+    def end_epoch(
+        self,
+        epoch: int,
+        sums: tuple[float, float, float],
+        test_accuracy: float,
+        optimizer: Optimizer,
+        writes: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Records an epoch (loss sum, correct and image count; the held-out accuracy) and, in
+        the process that writes, saves the checkpoint of ``self.model`` and ``optimizer``, the
+        metrics, and the curves every few seconds and after the last epoch."""
+        loss_sum, correct, count = sums
+        self.seen += int(count)
+        self.history.append({"epoch": epoch, "loss": loss_sum / count,
+                             "train_accuracy": correct / count,
+                             "test_accuracy": test_accuracy})  # fmt: skip
+        self.meta.update(epoch=epoch, history=self.history)
+        if not writes:
+            return
+        save_checkpoint(self.checkpoint, self.model, optimizer, self.meta)
+        self.good = (self.checkpoint, epoch)
+        self.write_metrics(self.result(), extra)
+        if epoch == self.config.epochs or time.perf_counter() - self.drawn >= CURVES_EVERY_S:
+            write_curves(self.curves, self.history)
+            self.drawn = time.perf_counter()
+
+    def finish(
+        self,
+        test_accuracy: Callable[[], float],
+        writes: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> Result:
+        """The run's outcome, written to metrics.json; a resumed run that trained no epoch here
+        is measured now (and its curves drawn)."""
+        outcome = self.result()
+        if not self.seen:
+            outcome.test_accuracy = test_accuracy()
+            if writes and self.history:
+                write_curves(self.curves, self.history)
+        if writes:
+            self.write_metrics(outcome, extra)
+        return outcome
+
+
+def start_run(config: TrainConfig) -> Run:
+    """The data and convscope's model and optimiser a run starts from; with ``resume``, the
+    checkpoint's weights, optimiser state and history, each checked before any training (the
+    model is drawn from the global seed: seed first)."""
     dataset = datasets.load(config.data)
     x_train, y_train = dataset.train_images, dataset.train_labels
     if config.limit:
@@ -395,62 +496,56 @@ def train(
         if config.optimizer == "adam"
         else SGD(model.parameters(), lr=config.lr, momentum=0.9)
     )
-    history: list[dict] = []
-    good: tuple[Path, int] | None = None  # the checkpoint known to be good, and its epoch
-    if config.resume is not None:
-        saved, model_state, optim_state = load_checkpoint(config.resume)
-        if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
-            raise CheckpointError(
-                f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
-                f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
-            )
-        kind = checkpoint_optimizer(optim_state)
-        if kind != config.optimizer:
-            raise CheckpointError(
-                f"{config.resume} was trained with --optimizer {kind}; resume it with "
-                f"--optimizer {kind}, not {config.optimizer}"
-            )
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optim_state)
-        meta["epoch"] = saved["epoch"]
-        history = list(saved.get("history", []))
-        if history:  # refused now, not after an epoch's work when curves.png is drawn from it
-            from .draw.curves import curve_series
+    run = Run(config, dataset, x_train, y_train, meta, model, optimizer)
+    if config.resume is None:
+        return run
+    saved, model_state, optim_state = load_checkpoint(config.resume)
+    if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
+        raise CheckpointError(
+            f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
+            f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
+        )
+    kind = checkpoint_optimizer(optim_state)
+    if kind != config.optimizer:
+        raise CheckpointError(
+            f"{config.resume} was trained with --optimizer {kind}; resume it with "
+            f"--optimizer {kind}, not {config.optimizer}"
+        )
+    model.load_state_dict(model_state)
+    optimizer.load_state_dict(optim_state)
+    meta["epoch"] = saved["epoch"]
+    history = list(saved.get("history", []))
+    if history:  # refused now, not after an epoch's work when curves.png is drawn from it
+        from .draw.curves import curve_series
 
-            try:
-                curve_series(history)
-            except ConvScopeError as error:
-                raise CheckpointError(f"{config.resume}: meta {error}") from None
-        good = (config.resume, saved["epoch"])
-    echo(layer_table(model, (c, h, w)))
+        try:
+            curve_series(history)
+        except ConvScopeError as error:
+            raise CheckpointError(f"{config.resume}: meta {error}") from None
+    run.optim_state, run.history = optim_state, history
+    run.good = (config.resume, saved["epoch"])
+    return run
 
-    checkpoint = config.out / "checkpoint.npz"
-    metrics = config.out / "metrics.json"
-    curves = config.out / "curves.png"
-    remove_stale_temporaries(config.out, (checkpoint.name, metrics.name, curves.name))
-    rng = np.random.default_rng(config.seed + meta["epoch"])
-    started, seen = time.perf_counter(), 0
+
+def train(
+    config: TrainConfig, log: Any = sys.stderr, echo: Callable[[str], None] = print
+) -> Result:
+    """Trains, evaluates on the held-out split, and writes the checkpoint and the metrics after
+    every epoch, and the curves (curves.png) every few seconds and at the end. A NaN or
+    infinite loss, or parameters that became non-finite, stop the run before anything
+    non-finite is saved."""
+    check_config(config)
+    manual_seed(config.seed)
+    run = start_run(config)
+    model, optimizer, dataset = run.model, run.optimizer, run.dataset
+    x_train, y_train = run.x_train, run.y_train
+    echo(layer_table(model, tuple(dataset.image_shape)))
+    run.begin()
+    rng = np.random.default_rng(config.seed + run.meta["epoch"])
     steps = math.ceil(len(x_train) / config.batch_size)
 
-    def stop(what: str) -> TrainingError:
-        return TrainingError(f"{what}; stopped. {_good_checkpoint(good, checkpoint)}; "
-                             "try a smaller --lr")  # fmt: skip
-
-    def result() -> Result:
-        seconds = time.perf_counter() - started
-        final = history[-1]["test_accuracy"] if history else float("nan")
-        return Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
-                      str(checkpoint), str(metrics), str(curves))  # fmt: skip
-
-    def write_metrics(outcome: Result) -> None:
-        payload = json.dumps(asdict(outcome), indent=2)
-        atomic_write(metrics, lambda f: f.write(payload), binary=False)
-
-    drawn = -math.inf  # when curves.png was last drawn
-
-    for epoch in range(meta["epoch"] + 1, config.epochs + 1):
-        # cosine annealing from lr to 0 over the run
-        optimizer.lr = config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    for epoch in range(run.meta["epoch"] + 1, config.epochs + 1):
+        optimizer.lr = run.lr(epoch)
         order = rng.permutation(len(x_train))
         progress = Progress(log, epoch, config.epochs, steps)
         loss_sum, correct, count = 0.0, 0, 0
@@ -463,7 +558,7 @@ def train(
                 logits = model(x)
                 loss = softmax_cross_entropy(logits, y)
                 if not math.isfinite(loss):
-                    raise stop(f"the loss became {loss} at epoch {epoch}, step {step + 1}")
+                    raise run.stop(f"the loss became {loss} at epoch {epoch}, step {step + 1}")
                 optimizer.zero_grad()
                 model.backward(softmax_cross_entropy_backward(logits, y))
                 optimizer.step()
@@ -475,31 +570,16 @@ def train(
         # the loss is checked before each update, so the epoch's last update is checked here
         bad = nonfinite_state(model, optimizer)
         if bad is not None:
-            raise stop(f"{bad} became NaN or infinite at the end of epoch {epoch}")
-        seen += count
+            raise run.stop(f"{bad} became NaN or infinite at the end of epoch {epoch}")
         rate = count / max(time.perf_counter() - epoch_start, 1e-9)
         try:
             test_acc = accuracy(model, dataset.test_images, dataset.test_labels)
         except TrainingError as error:
-            raise stop(str(error)) from error
+            raise run.stop(str(error)) from error
         progress.show(steps, loss_sum / count, correct / count, rate, final=True,
                       extra=f"  test {100 * test_acc:5.1f}%")  # fmt: skip
-        history.append({"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count,
-                        "test_accuracy": test_acc})  # fmt: skip
-        meta.update(epoch=epoch, history=history)
-        save_checkpoint(checkpoint, model, optimizer, meta)
-        good = (checkpoint, epoch)
-        write_metrics(result())
-        if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY_S:
-            write_curves(curves, history)
-            drawn = time.perf_counter()
-    outcome = result()
-    if not seen:  # no epoch ran here: measure the resumed model now
-        outcome.test_accuracy = accuracy(model, dataset.test_images, dataset.test_labels)
-        if history:
-            write_curves(curves, history)
-    write_metrics(outcome)
-    return outcome
+        run.end_epoch(epoch, (loss_sum, correct, count), test_acc, optimizer)
+    return run.finish(lambda: accuracy(model, dataset.test_images, dataset.test_labels))
 
 
 def predict(checkpoint: Path, images_path: str) -> np.ndarray:

@@ -22,34 +22,22 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import data as datasets
 from .errors import ConvScopeError
 from .export import ExportError, _torch, to_torch
-from .module import CheckpointError
-from .optim import SGD, Adam, Optimizer
+from .optim import Optimizer
 from .random import manual_seed
 from .train import (
-    CURVES_EVERY_S,
     Progress,
     Result,
     TrainConfig,
     TrainingError,
-    _good_checkpoint,
-    atomic_write,
     check_config,
-    checkpoint_optimizer,
     layer_table,
-    lenet,
-    load_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-    write_curves,
+    start_run,
 )
 
 #: The most worker processes convscope starts on one machine.
@@ -84,7 +72,7 @@ def train_with_torch(
         return _run(config, device, quiet)
     if workers == 1:
         return _run(config, device, quiet, rank=0, world=1)
-    _start(config)  # bad data or a bad checkpoint is one message here, before any process
+    start_run(config)  # bad data or a bad checkpoint is one message here, before any process
     port = _free_port()
     errors = torch.multiprocessing.get_context("spawn").SimpleQueue()
     # spawn logs a warning as it stops the other ranks; the one-line message below says it
@@ -183,64 +171,6 @@ def _run(
             dist.destroy_process_group()
 
 
-@dataclass
-class _Start:
-    """What a run starts from: the data, the model (convscope's LeNet, from the resumed
-    checkpoint where one is given) and the checked optimiser state."""
-
-    dataset: Any
-    x_train: np.ndarray
-    y_train: np.ndarray
-    meta: dict[str, Any]
-    model: Any
-    optim_state: dict[str, np.ndarray]
-    history: list[dict]
-    good: tuple[Path, int] | None
-
-
-def _start(config: TrainConfig) -> _Start:
-    """The data and the model a run starts from, every resumed state checked as the NumPy
-    engine checks it (the optimiser state through convscope's own optimiser)."""
-    dataset = datasets.load(config.data)
-    x_train, y_train = dataset.train_images, dataset.train_labels
-    if config.limit:
-        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
-    c, h, w = dataset.image_shape
-    meta = {"image_shape": [c, h, w], "classes": dataset.classes, "data": dataset.name,
-            "seed": config.seed, "epoch": 0, "scale": dataset.scale}  # fmt: skip
-    model = lenet(c, h, dataset.classes)  # convscope's model: its initial weights and names
-    start = _Start(dataset, x_train, y_train, meta, model, {}, [], None)
-    if config.resume is None:
-        return start
-    saved, model_state, optim_state = load_checkpoint(config.resume)
-    if saved["image_shape"] != meta["image_shape"] or saved["classes"] != meta["classes"]:
-        raise CheckpointError(
-            f"{config.resume} was trained on {saved['data']} images {saved['image_shape']} "
-            f"with {saved['classes']} classes, not {dataset.name} {meta['image_shape']}"
-        )
-    kind = checkpoint_optimizer(optim_state)
-    if kind != config.optimizer:
-        raise CheckpointError(
-            f"{config.resume} was trained with --optimizer {kind}; resume it with "
-            f"--optimizer {kind}, not {config.optimizer}"
-        )
-    model.load_state_dict(model_state)
-    ours = Adam if kind == "adam" else SGD
-    ours(model.parameters(), lr=config.lr).load_state_dict(optim_state)  # its checks
-    history = list(saved.get("history", []))
-    if history:  # refused now, not after an epoch's work when curves.png is drawn from it
-        from .draw.curves import curve_series
-
-        try:
-            curve_series(history)
-        except ConvScopeError as error:
-            raise CheckpointError(f"{config.resume}: meta {error}") from None
-    meta["epoch"] = saved["epoch"]
-    start.optim_state, start.history = optim_state, history
-    start.good = (config.resume, saved["epoch"])
-    return start
-
-
 def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) -> Result:
     torch = _torch()
     functional = torch.nn.functional
@@ -250,10 +180,8 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
     log = None if quiet else sys.stderr
     manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    start = _start(config)
-    dataset, meta, ours, optim_state = start.dataset, start.meta, start.model, start.optim_state
-    x_train, y_train, history, good = start.x_train, start.y_train, start.history, start.good
-    c, h, w = dataset.image_shape
+    run = start_run(config)
+    dataset, ours, x_train, y_train = run.dataset, run.model, run.x_train, run.y_train
     try:
         model = to_torch(ours).to(device)
     except ExportError as error:
@@ -264,33 +192,15 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
         if config.optimizer == "adam"
         else torch.optim.SGD(params, lr=config.lr, momentum=0.9)
     )
-    _restore_moments(optimizer, params, optim_state)
+    _restore_moments(optimizer, params, run.optim_state)
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model)
-    echo(layer_table(ours, (c, h, w)))
-
-    checkpoint, metrics = config.out / "checkpoint.npz", config.out / "metrics.json"
-    curves = config.out / "curves.png"
-    if lead:
-        remove_stale_temporaries(config.out, (checkpoint.name, metrics.name, curves.name))
-    rng = np.random.default_rng(config.seed + meta["epoch"])
-    started, seen = time.perf_counter(), 0
+    echo(layer_table(ours, tuple(dataset.image_shape)))
+    run.begin(writes=lead)
+    rng = np.random.default_rng(config.seed + run.meta["epoch"])
     steps = math.ceil(len(x_train) / config.batch_size)
-
-    def stop(what: str) -> TrainingError:
-        return TrainingError(f"{what}; stopped. {_good_checkpoint(good, checkpoint)}; "
-                             "try a smaller --lr")  # fmt: skip
-
-    def result() -> Result:
-        seconds = time.perf_counter() - started
-        final = history[-1]["test_accuracy"] if history else float("nan")
-        return Result(final, meta["epoch"], seconds, seen / max(seconds, 1e-9), history,
-                      str(checkpoint), str(metrics), str(curves))  # fmt: skip
-
-    def write_metrics(outcome: Result, extra: dict[str, Any]) -> None:
-        payload = json.dumps({**asdict(outcome), **extra}, indent=2)
-        atomic_write(metrics, lambda f: f.write(payload), binary=False)
+    stop = run.stop
 
     def held_out_accuracy() -> float:
         model.eval()
@@ -317,12 +227,10 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
         return float(spread)
 
     extra: dict[str, Any] = {"engine": "torch", "device": str(device), "workers": world}
-    drawn = -math.inf  # when curves.png was last drawn
     model.train()
-    for epoch in range(meta["epoch"] + 1, config.epochs + 1):
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs))
+    for epoch in range(run.meta["epoch"] + 1, config.epochs + 1):
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = run.lr(epoch)
         order = rng.permutation(len(x_train))
         progress = Progress(log, epoch, config.epochs, steps)
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count: every rank's
@@ -358,28 +266,11 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
         if bad is not None:
             raise stop(f"{bad} became NaN or infinite at the end of epoch {epoch}")
         loss_sum, correct, count = (float(v) for v in totals)
-        seen += int(count)
         rate = count / max(time.perf_counter() - epoch_start, 1e-9)
         test_acc = held_out_accuracy()
         if distributed:
             extra["replica_max_difference"] = replica_spread()
         progress.show(steps, loss_sum / count, correct / count, rate, final=True,
                       extra=f"  test {100 * test_acc:5.1f}%")  # fmt: skip
-        history.append({"epoch": epoch, "loss": loss_sum / count,
-                        "train_accuracy": correct / count, "test_accuracy": test_acc})  # fmt: skip
-        meta.update(epoch=epoch, history=history)
-        if lead:
-            save_checkpoint(checkpoint, ours, _Saved(moments), meta)
-            good = (checkpoint, epoch)
-            write_metrics(result(), extra)
-            if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY_S:
-                write_curves(curves, history)
-                drawn = time.perf_counter()
-    outcome = result()
-    if not seen:
-        outcome.test_accuracy = held_out_accuracy()
-    if lead:
-        write_metrics(outcome, extra)
-        if not seen and history:
-            write_curves(curves, history)
-    return outcome
+        run.end_epoch(epoch, (loss_sum, correct, count), test_acc, _Saved(moments), lead, extra)
+    return run.finish(held_out_accuracy, lead, extra)
