@@ -568,10 +568,6 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _without(value: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: v for k, v in value.items() if k not in keys}
-
-
 def _field_size(field: Any) -> str:
     if not isinstance(field, dict):
         return "—"
@@ -587,7 +583,6 @@ templates.env.filters.update(
     scalar=_scalar,
     counts_table=counts_table,
     columns=_columns,
-    without=_without,
     field_size=_field_size,
 )
 
