@@ -226,16 +226,6 @@ def _union_length(intervals: Iterable[tuple[int, int]]) -> int:
     return total
 
 
-def _min_hitting(intervals: Iterable[tuple[int, int]]) -> int:
-    """Fewest points that lie in every closed interval (greedy by right end, optimal)."""
-    count, last = 0, None
-    for lo, hi in sorted(intervals, key=lambda iv: iv[1]):
-        if last is None or lo > last:
-            count += 1
-            last = hi
-    return count
-
-
 def floor_sum(n: int, m: int, a: int, b: int) -> int:
     """``Σ_{i=0}^{n−1} ⌊(a·i + b)/m⌋`` for n >= 0, m >= 1 and any ints a, b, in O(log) steps
     (the Euclid-like reduction of the AtCoder Library's floor_sum)."""
