@@ -157,17 +157,23 @@ def command_argv(
     return [*command, *options, *extra, *(["--", *positionals] if positionals else [])]
 
 
-def run_json(argv: Sequence[str], hide: str | None = None) -> str:
-    """``convscope ARGV --json``'s answer (without the trailing newline); a WebError with the
-    CLI's one line on bad input. ``hide``: a private folder to leave out of every text."""
+def run_text(argv: Sequence[str], flags: Sequence[str], hide: str | None = None) -> str:
+    """What ``convscope ARGV`` prints with the output ``flags`` (put before any ``--``); a
+    WebError with the CLI's one line on bad input. ``hide``: a private folder to leave out of
+    every text."""
     buffer = io.StringIO()
     split = list(argv).index("--") if "--" in argv else len(argv)
-    code, message = execute([*argv[:split], "--json", *argv[split:]], buffer.write)
+    code, message = execute([*argv[:split], *flags, *argv[split:]], buffer.write)
     if message is not None:
         raise WebError(_hidden(message, hide))
     if code != 0:  # --help, say: not reachable from a query, but never answer half a result
         raise WebError(error_line(argv[0], f"the command ended with status {code}"))
-    return _hidden(buffer.getvalue().removesuffix("\n"), hide)
+    return _hidden(buffer.getvalue(), hide)
+
+
+def run_json(argv: Sequence[str], hide: str | None = None) -> str:
+    """``convscope ARGV --json``'s answer (without the trailing newline)."""
+    return run_text(argv, ["--json"], hide).removesuffix("\n")
 
 
 MATHML = "http://www.w3.org/1998/Math/MathML"
@@ -198,15 +204,8 @@ def worked_explanation(argv: Sequence[str]) -> list[dict[str, Any]]:
     sentence. A WebError with the CLI's one line on bad input."""
     from latex2mathml.converter import convert
 
-    buffer = io.StringIO()
-    split = list(argv).index("--") if "--" in argv else len(argv)
-    code, message = execute([*argv[:split], "--markdown", "--explain", *argv[split:]], buffer.write)
-    if message is not None:
-        raise WebError(message)
-    if code != 0:
-        raise WebError(error_line(argv[0], f"the command ended with status {code}"))
     sections: list[dict[str, Any]] = []
-    for line in buffer.getvalue().splitlines():
+    for line in run_text(argv, ["--markdown", "--explain"]).splitlines():
         line = line.strip()
         if line.startswith("### "):
             sections.append({"title": line[4:], "items": []})
