@@ -117,12 +117,17 @@ def _output(parser: argparse.ArgumentParser, explain: str) -> None:
     parser.add_argument("--explain", action="store_true", help=explain)
 
 
-def _counting(parser: argparse.ArgumentParser, batch: int | None) -> None:
+def _counting(
+    parser: argparse.ArgumentParser, batch: int | None, shapes_show_batch: bool = True
+) -> None:
+    """``--batch`` (default ``batch``; None: given only to add the batch axis to the shapes
+    shown, where ``shapes_show_batch``) and ``--count``."""
+    shown = batch is None and shapes_show_batch
     parser.add_argument(
         "--batch",
         type=integer(1),
         default=batch,
-        help="batch size N" + (" (adds the batch axis to shapes)" if batch is None else ""),
+        help="batch size N" + (" (adds the batch axis to shapes)" if shown else ""),
     )
     parser.add_argument(
         "--count",
@@ -204,14 +209,7 @@ def _draw_commands(sub: Any) -> None:
         kind = kinds[name]
         q = what.add_parser(name, help=f"draw a {name} layer: {kind.help}")
         _layer_input(q, kind)
-        q.add_argument("--batch", type=integer(1), default=None, help="batch size N")
-        q.add_argument(
-            "--count",
-            choices=("exact", "dense"),
-            default="exact",
-            help="exact: products with padding zeros are skipped (default); "
-            "dense: as if run on the zero-padded input",
-        )
+        _counting(q, None, shapes_show_batch=False)
         _layer_options(q, kind)
         q.add_argument("--out", required=True, help="the picture: FILE.svg, FILE.png or FILE.gif")
         q.add_argument(
