@@ -37,6 +37,7 @@ from .train import (
     TrainingError,
     check_config,
     layer_table,
+    nonfinite_state,
     start_run,
 )
 
@@ -261,8 +262,8 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
             progress.show(step + 1, loss_sum / count, correct / count, rate)
         state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         ours.load_state_dict(state)
-        moments = _moments(optimizer, params)
-        bad = next((k for k, v in {**state, **moments}.items() if not np.isfinite(v).all()), None)
+        moments = _Saved(_moments(optimizer, params))
+        bad = nonfinite_state(ours, moments)  # the NumPy engine's check, on the same state
         if bad is not None:
             raise stop(f"{bad} became NaN or infinite at the end of epoch {epoch}")
         loss_sum, correct, count = (float(v) for v in totals)
@@ -272,5 +273,5 @@ def _loop(config: TrainConfig, device: Any, quiet: bool, rank: int, world: int) 
             extra["replica_max_difference"] = replica_spread()
         progress.show(steps, loss_sum / count, correct / count, rate, final=True,
                       extra=f"  test {100 * test_acc:5.1f}%")  # fmt: skip
-        run.end_epoch(epoch, (loss_sum, correct, count), test_acc, _Saved(moments), lead, extra)
+        run.end_epoch(epoch, (loss_sum, correct, count), test_acc, moments, lead, extra)
     return run.finish(held_out_accuracy, lead, extra)
