@@ -74,14 +74,7 @@ def _torch_modules() -> dict[str, Any]:
 def twins() -> dict[str, type[Module]]:
     """convscope's layer classes that have a ``torch.nn`` twin of the same name, as the
     families declare them in the registry."""
-    out: dict[str, type[Module]] = {}
-    for family in registry.families():
-        if not isinstance(family.modules, dict) or not isinstance(
-            family.torch, registry.TorchMapping
-        ):
-            continue
-        out.update({n: c for n, c in family.modules.items() if n in family.torch.modules})
-    return out
+    return registry.torch_twins()
 
 
 def _arguments(cls: type) -> dict[str, inspect.Parameter]:

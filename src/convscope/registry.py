@@ -313,6 +313,18 @@ def spec_file_layers() -> dict[str, SpecFileLayer]:
     return _merged("spec-file keys", lambda f: f.spec_file)
 
 
+def torch_twins() -> dict[str, type[Module]]:
+    """The ``nn`` classes whose family maps the ``torch.nn`` class of the same name to them:
+    what ``convscope.export`` moves to and from PyTorch."""
+
+    def twins(family: Family) -> Mapping[str, type[Module]] | NotSupported:
+        if not isinstance(family.modules, Mapping) or not isinstance(family.torch, TorchMapping):
+            return NotSupported("no torch twins")
+        return {n: c for n, c in family.modules.items() if n in family.torch.modules}
+
+    return _merged("torch twins", twins)
+
+
 def torch_modules() -> dict[str, ModuleRule]:
     """Every torch.nn class name the adapter maps, with its rule."""
     return _merged("torch.nn classes", lambda f: _rules(f, "modules"))
