@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import convscope.functional as cf
-from convscope.nn import BatchNorm2d
+from convscope import nn
 
 Run = Callable[[], object]
 
@@ -113,24 +113,27 @@ def depthwise_case(n: int, c: int, hw: int, k: int, s: int, p: int, rng) -> Case
     )
 
 
+# The engine's modules, as training runs them: Sigmoid and Tanh keep their output for the
+# backward (as torch's autograd does), SiLU and GELU their input.
 ACTIVATIONS = {
-    "GELU": (cf.gelu, cf.gelu_backward, F.gelu),
-    "SiLU": (cf.silu, cf.silu_backward, F.silu),
-    "Sigmoid": (cf.sigmoid, cf.sigmoid_backward, torch.sigmoid),
-    "Tanh": (cf.tanh, cf.tanh_backward, torch.tanh),
+    "GELU": (nn.GELU, F.gelu),
+    "SiLU": (nn.SiLU, F.silu),
+    "Sigmoid": (nn.Sigmoid, torch.sigmoid),
+    "Tanh": (nn.Tanh, torch.tanh),
 }
 
 
 def activation_case(name: str, shape: tuple[int, ...], rng) -> Case:
-    forward, backward, theirs = ACTIVATIONS[name]
+    module, theirs = ACTIVATIONS[name]
+    ours = module()
     x = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
     g = rng.standard_normal(shape, dtype=np.float32)
     xt = torch.from_numpy(x).requires_grad_(True)
     gt = torch.from_numpy(g)
 
     def ours_both() -> object:
-        forward(x)
-        return backward(g, x)
+        ours.forward(x)
+        return ours.backward(g)
 
     def torch_fwd() -> object:
         with torch.no_grad():
@@ -141,14 +144,14 @@ def activation_case(name: str, shape: tuple[int, ...], rng) -> Case:
         theirs(xt).backward(gt)
 
     return Case(
-        f"{name} {shape}", lambda: forward(x), ours_both, torch_fwd, torch_both, 2 * x.nbytes
+        f"{name} {shape}", lambda: ours.forward(x), ours_both, torch_fwd, torch_both, 2 * x.nbytes
     )
 
 
 def batchnorm_case(shape: tuple[int, ...], rng) -> Case:
     x = rng.standard_normal(shape, dtype=np.float32) * np.float32(2) + np.float32(1)
     g = rng.standard_normal(shape, dtype=np.float32)
-    ours = BatchNorm2d(shape[1])
+    ours = nn.BatchNorm2d(shape[1])
     theirs = torch.nn.BatchNorm2d(shape[1])
     xt = torch.from_numpy(x).requires_grad_(True)
     gt = torch.from_numpy(g)

@@ -21,6 +21,7 @@ from convscope.functional import (
     conv3d,
     conv3d_backward,
 )
+from convscope import nn
 from convscope.kernels import blockwise, normalize
 from convscope.kernels.depthwise import depthwise_core
 from convscope.kernels.im2col import conv_core, pad
@@ -145,6 +146,31 @@ def test_float32_activation_matches_torch_on_dense_grid(name):
         assert error.max() <= FLOAT32_BOUND, (name, error.max())
         special = ~finite & ~np.isnan(ref)
         assert np.array_equal(ours[special], ref[special])
+
+
+@pytest.mark.parametrize("name", sorted(act.FROM_OUTPUT))
+def test_activation_backward_from_output_matches_recomputing_twin_and_torch(name):
+    # the module keeps y and differentiates through it; the functional backward recomputes
+    # from x: both agree with each other and with torch (which also keeps y) on the grid
+    forward, backward, theirs = ACTIVATIONS[name.lower()]
+    g = np.random.default_rng(5).standard_normal(GRID.shape).astype(np.float32)
+    module = {"Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}[name]()
+    y = module.forward(GRID)
+    from_output = module.backward(g)
+    np.testing.assert_array_equal(y, forward(GRID))
+    assert from_output.dtype == np.float32
+    xt = torch.tensor(GRID, requires_grad=True)
+    theirs(xt).backward(torch.tensor(g))
+    for ours in (from_output, backward(g, GRID)):
+        assert np.array_equal(np.isnan(ours), np.isnan(xt.grad.numpy()))
+        finite = np.isfinite(GRID)
+        error = np.abs(ours[finite] - xt.grad.numpy()[finite]) / (1 + np.abs(g[finite]))
+        assert error.max() <= FLOAT32_BOUND, name
+    x64 = np.random.default_rng(6).standard_normal((3, 5, 7)) * 4
+    g64 = np.ones_like(x64)
+    np.testing.assert_allclose(
+        act.FROM_OUTPUT[name](g64, forward(x64)), backward(g64, x64), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_float32_gelu_against_exact_erf():
