@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as tF
 
+from convscope import nn
 from convscope.functional import (
     batch_norm,
     batch_norm_backward,
@@ -21,7 +22,6 @@ from convscope.functional import (
     conv3d,
     conv3d_backward,
 )
-from convscope import nn
 from convscope.kernels import blockwise, normalize
 from convscope.kernels.depthwise import depthwise_core
 from convscope.kernels.im2col import conv_core, pad
