@@ -236,6 +236,13 @@ def test_batchnorm_fast_passes_match_generic_and_torch(shape, dtype):
     rmt, rvt = torch.zeros(c, dtype=xt.dtype), torch.ones(c, dtype=xt.dtype)
     yt = tF.batch_norm(xt, rmt, rvt, wt, bt, True, 0.1, 1e-5)
     yt.backward(torch.tensor(g))
-    for ours, ref in ((y, yt), (gx, xt.grad), (gw, wt.grad), (gb, bt.grad), (rm, rmt), (rv, rvt)):
+    for ours, ref in ((y, yt), (gx, xt.grad), (rm, rmt), (rv, rvt)):
         assert ours.dtype == dtype
         np.testing.assert_allclose(ours, ref.detach().numpy(), **tol)
+    # γ's and β's gradients are sums of m terms: both engines' rounding errors grow with the
+    # sum of the terms' magnitudes, so that bounds their difference (one eps of it; measured
+    # 5.6e-9 of it for ours against float64, 9.8e-9 for torch's, on (16, 32, 24, 24))
+    for ours, ref, terms in ((gw, wt.grad, g * xhat), (gb, bt.grad, g)):
+        assert ours.dtype == dtype
+        bound = np.finfo(dtype).eps * np.abs(terms.astype(np.float64)).sum(axis=axes)
+        assert np.all(np.abs(ours - ref.numpy()) <= bound)

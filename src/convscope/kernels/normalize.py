@@ -19,6 +19,23 @@ from ..errors import LayerConfigError, ShapeError
 from ..geometry import Shape, prod
 from .blockwise import run_parts
 
+#: Bytes of a channel block: each thread runs all the steps of a pass on a few channels at a
+#: time, so that the steps after the first read the block from cache instead of main memory.
+CHANNEL_BLOCK_BYTES = 1 << 19
+
+
+def run_channel_blocks(work: Any, x: np.ndarray) -> None:
+    """Runs ``work(lo, hi)`` over cache-sized ranges of x's channels (axis 1), on the pool's
+    threads."""
+    channels = x.shape[1]
+    step = max(1, CHANNEL_BLOCK_BYTES // max(1, x.nbytes // max(1, channels)))
+
+    def part(lo: int, hi: int) -> None:
+        for c0 in range(lo, hi, step):
+            work(c0, min(hi, c0 + step))
+
+    run_parts(part, channels, x.nbytes)
+
 
 def moments(x: np.ndarray, axes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """The mean and the biased variance over ``axes`` (kept, for broadcasting)."""
@@ -34,6 +51,12 @@ def normalize(
     return (x - mean) * inv, inv
 
 
+def _total(a: np.ndarray) -> np.floating:
+    """The sum of one channel's values (N, *spatial): each image's row first, where NumPy sums
+    a contiguous row pairwise and fastest (measured 1.6× faster than a.sum())."""
+    return a.reshape(a.shape[0], -1).sum(axis=1).sum()
+
+
 def standardize(
     x: np.ndarray, axes: Sequence[int], eps: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -46,6 +69,24 @@ def standardize(
     mean, var, inv = (np.empty(kept, x.dtype) for _ in range(3))
     xhat, spare = np.empty_like(x), np.empty_like(x)
 
+    if axes == batch_axes(x):  # BatchNorm: one mean per channel, a scalar in each step
+        m = x.size // x.shape[1]
+        flat_mean, flat_var, flat_inv = mean.reshape(-1), var.reshape(-1), inv.reshape(-1)
+
+        def one_channel(lo: int, hi: int) -> None:
+            for c in range(lo, hi):
+                xh, squares = xhat[:, c], spare[:, c]
+                mu = _total(x[:, c]) / m
+                np.subtract(x[:, c], mu, out=xh)
+                np.square(xh, out=squares)
+                v = _total(squares) / m
+                iv = 1 / np.sqrt(v + eps)
+                xh *= iv
+                flat_mean[c], flat_var[c], flat_inv[c] = mu, v, iv
+
+        run_channel_blocks(one_channel, x)
+        return xhat, inv, mean, var, spare
+
     def channels(lo: int, hi: int) -> None:
         part = (slice(None), slice(lo, hi))
         mean[part] = x[part].mean(axis=axes, keepdims=True)
@@ -55,7 +96,7 @@ def standardize(
         inv[part] = 1 / np.sqrt(var[part] + eps)
         xhat[part] *= inv[part]
 
-    run_parts(channels, x.shape[1], x.nbytes)
+    run_channel_blocks(channels, x)
     return xhat, inv, mean, var, spare
 
 
@@ -72,20 +113,21 @@ def _shared_gamma_input_gradient(
     m = prod(xhat.shape[a] for a in axes)
     grad_input = np.empty_like(xhat)
     sum_gx, sum_g = np.empty_like(inv), np.empty_like(inv)
-    scale = np.broadcast_to(gamma * inv, inv.shape)
+    scale = np.ascontiguousarray(np.broadcast_to(gamma * inv, inv.shape))
+
+    flat_gx, flat_g, flat_scale = sum_gx.reshape(-1), sum_g.reshape(-1), scale.reshape(-1)
 
     def channels(lo: int, hi: int) -> None:
-        part = (slice(None), slice(lo, hi))
-        gx, g, xh = grad_input[part], grad_out[part], xhat[part]
-        np.multiply(g, xh, out=gx)
-        sum_gx[part] = gx.sum(axis=axes, keepdims=True)
-        sum_g[part] = g.sum(axis=axes, keepdims=True)
-        np.multiply(xh, sum_gx[part] / m, out=gx)
-        gx += sum_g[part] / m
-        np.subtract(g, gx, out=gx)
-        gx *= scale[part]
+        for c in range(lo, hi):  # per channel, so that every step's other operand is a scalar
+            gx, g, xh = grad_input[:, c], grad_out[:, c], xhat[:, c]
+            np.multiply(g, xh, out=gx)
+            flat_gx[c], flat_g[c] = _total(gx), _total(g)
+            np.multiply(xh, flat_gx[c] / m, out=gx)
+            gx += flat_g[c] / m
+            np.subtract(g, gx, out=gx)
+            gx *= flat_scale[c]
 
-    run_parts(channels, xhat.shape[1], xhat.nbytes)
+    run_channel_blocks(channels, xhat)
     return grad_input, sum_gx, sum_g
 
 
@@ -142,9 +184,14 @@ def scale_shift(xhat: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | 
     return y if bias is None else y + bias
 
 
+def batch_axes(x: np.ndarray) -> tuple[int, ...]:
+    """BatchNorm's statistics axes: all but the channels."""
+    return (0, *range(2, x.ndim))
+
+
 def channel_axes(x: np.ndarray, per_image: bool) -> tuple[int, ...]:
     """The axes a channel's statistics run over: the positions, and the batch for BatchNorm."""
-    return tuple(range(2, x.ndim)) if per_image else (0, *range(2, x.ndim))
+    return tuple(range(2, x.ndim)) if per_image else batch_axes(x)
 
 
 def enough_values(name: str, x: np.ndarray, per_image: bool) -> int:
@@ -208,13 +255,21 @@ def channel_norm(
         return scale_shift(xhat, w, b), (xhat, inv, axes, own)
     y = spare  # the squares are spent: their memory takes y
 
+    flat_w, flat_b = w.reshape(-1), None if b is None else b.reshape(-1)
+
     def channels(lo: int, hi: int) -> None:
+        if not per_image:  # BatchNorm: γ and β are scalars per channel
+            for c in range(lo, hi):
+                np.multiply(xhat[:, c], flat_w[c], out=y[:, c])
+                if flat_b is not None:
+                    y[:, c] += flat_b[c]
+            return
         part = (slice(None), slice(lo, hi))
         np.multiply(xhat[part], w[part], out=y[part])
         if b is not None:
             y[part] += b[part]
 
-    run_parts(channels, x.shape[1], x.nbytes)
+    run_channel_blocks(channels, x)
     return y, (xhat, inv, axes, own)
 
 
