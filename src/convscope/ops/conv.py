@@ -380,6 +380,7 @@ def conv_backward(
             padded=xp.shape[2:],
         )
     assert gw is not None and gxp is not None
+    del xp  # freed before the fold allocates gx: the padded input and gx never coexist
     gx = pad_backward(gxp, x.shape[2:], spec.padding, spec.padding_mode)
     gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
     return gx, gw, gb
