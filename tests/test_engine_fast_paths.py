@@ -69,7 +69,7 @@ def test_depthwise_matches_im2col_and_torch(case):
         xp, w, spec.stride, spec.dilation, out, dy=dy, want_grads=True
     )
     _, gw_plain, gxp_plain = conv_core(
-        xp, w, spec.stride, spec.dilation, out, c, dy=dy, want_gw=True, padded=xp.shape[2:]
+        xp, w, spec.stride, spec.dilation, out, c, dy=dy, want_gw=True, input_sizes=xp.shape[2:]
     )
     np.testing.assert_allclose(gw_fast, gw_plain, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gxp_fast, gxp_plain, rtol=1e-12, atol=1e-12)
@@ -107,6 +107,44 @@ def test_depthwise_float32_over_several_chunks_matches_torch():
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+ZERO_PAD_CASES = [
+    # (sizes, kernel, stride, dilation, pads, groups): pads wider than the kernel reaches,
+    # asymmetric pads, strides that skip the last positions, taps that read only padding
+    ((9,), (3,), (2,), (1,), ((4, 1),), 1),
+    ((7, 6), (3, 2), (1, 2), (2, 1), ((1, 2), (0, 3)), 2),
+    ((5, 8), (5, 3), (2, 3), (1, 1), ((6, 6), (1, 0)), 1),
+    ((4, 5, 6), (2, 3, 2), (1, 2, 3), (2, 1, 1), ((1, 1), (2, 0), (0, 2)), 3),
+    ((3, 3), (3, 3), (1, 1), (1, 1), ((0, 0), (0, 0)), 1),
+]
+
+
+@pytest.mark.parametrize("case", ZERO_PAD_CASES)
+def test_conv_core_reads_zero_padding_as_the_padded_copy_does(case):
+    # the clipped taps (no padded copy) against their plain twin, im2col on np.pad's copy
+    sizes, kernel, stride, dilation, pads, groups = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 3 * groups, *sizes))
+    w = rng.standard_normal((2 * groups, 3, *kernel))
+    xp = pad(x, pads, "zeros")
+    out = tuple(
+        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(xp.shape[2:], kernel, stride, dilation)
+    )
+    dy = rng.standard_normal((3, 2 * groups, *out))
+    plain = conv_core(xp, w, stride, dilation, out, groups, dy, True, True, xp.shape[2:])
+    clipped = conv_core(x, w, stride, dilation, out, groups, dy, True, True, sizes, pads)
+    crop = (..., *(slice(b, b + n) for n, (b, _) in zip(sizes, pads)))
+    np.testing.assert_allclose(clipped[0], plain[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(clipped[1], plain[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(clipped[2], plain[2][crop], rtol=1e-12, atol=1e-12)
+    # every tap that reads only padding contributes exact zeros, even against an inf weight
+    w[(0, 0, *(0,) * len(sizes))] = np.inf
+    with np.errstate(invalid="ignore"):  # 0 · inf, in both
+        assert np.array_equal(
+            np.isnan(conv_core(x, w, stride, dilation, out, groups, want_y=True, pads=pads)[0]),
+            np.isnan(conv_core(xp, w, stride, dilation, out, groups, want_y=True)[0]),
+        )
 
 
 def test_plain_grouped_conv_is_not_depthwise():

@@ -1,10 +1,14 @@
 """The im2col core that every convolution and transposed convolution runs on.
 
-The input is padded first (zeros, or F.pad's reflect/replicate/circular), then for each kernel
-offset t the strided slice of the padded input that tap t sees is copied into a column buffer
-of layout (groups, C_in/g · K, N · P) (K taps, P output positions), so that the forward, the
-weight gradient and the column gradient are each one (batched over groups) BLAS matmul. The
-input gradient adds the column gradient back, one strided slice per kernel offset.
+For each kernel offset t the strided slice of the padded input that tap t sees is copied into
+a column buffer of layout (groups, C_in/g · K, N · P) (K taps, P output positions), so that the
+forward, the weight gradient and the column gradient are each one (batched over groups) BLAS
+matmul. The input gradient adds the column gradient back, one strided slice per kernel offset.
+
+Zero padding is never materialised: each tap reads only the box of outputs whose input lies
+inside the unpadded input (``clipped_taps``), and the rest of its columns are zeros. Other
+padding modes (reflect, replicate, circular) pad a copy first (``pad``) and fold the gradient
+back (``pad_backward``).
 """
 
 from __future__ import annotations
@@ -49,8 +53,51 @@ def _grouped_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None)
     return np.matmul(a, b, out=out)
 
 
+#: Per kernel offset: its index, the box of output positions whose input lies inside the
+#: unpadded input (None: no position does), and the input slices that box reads.
+ClippedTap = tuple[tuple[int, ...], tuple[slice, ...] | None, tuple[slice, ...]]
+
+
+def clipped_taps(
+    kernel: Shape, stride: Shape, dilation: Shape, out: Shape, pads: PadPairs, sizes: Shape
+) -> list[ClippedTap]:
+    """For each kernel offset of a convolution of an input of spatial ``sizes`` zero-padded by
+    ``pads``: the outputs it reads real input for, and where. Output o of tap t reads padded
+    position o·s + t·d, input position o·s + t·d − pad_before: inside when 0 ≤ it < size."""
+    taps: list[ClippedTap] = []
+    for t, slices in tap_slices(kernel, stride, dilation, out):
+        box, reads = [], []
+        for sl, o, (before, _), size in zip(slices, out, pads, sizes):
+            start, step = sl.start, sl.step
+            first = max(0, -(-(before - start) // step))
+            stop = min(o, (before + size - 1 - start) // step + 1)
+            if stop <= first:
+                box = None
+                break
+            box.append(slice(first, stop))
+            lo = start + first * step - before
+            reads.append(slice(lo, lo + (stop - first - 1) * step + 1, step))
+        taps.append((t, None if box is None else tuple(box), tuple(reads)))
+    return taps
+
+
+def _zero_outside(block: np.ndarray, box: tuple[slice, ...] | None, out: Shape) -> None:
+    """Zeroes the positions of ``block`` (…, *out) outside ``box``: the outputs whose tap reads
+    the zero padding."""
+    if box is None:
+        block[...] = 0
+        return
+    spatial = len(out)
+    every = slice(None)
+    for axis, (inside, size) in enumerate(zip(box, out)):
+        rest = (every,) * (spatial - axis - 1)
+        for edge in (slice(0, inside.start), slice(inside.stop, size)):
+            if edge.stop > edge.start:
+                block[(..., *box[:axis], edge, *rest)] = 0
+
+
 def conv_core(
-    xp: np.ndarray | None,
+    x: np.ndarray | None,
     weight: np.ndarray,
     stride: Shape,
     dilation: Shape,
@@ -59,16 +106,18 @@ def conv_core(
     dy: np.ndarray | None = None,
     want_y: bool = False,
     want_gw: bool = False,
-    padded: Shape | None = None,
+    input_sizes: Shape | None = None,
+    pads: PadPairs | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """An unpadded convolution of ``xp`` with output sizes ``out``: its forward ``y`` (if
-    ``want_y``), the weight gradient for the output gradient ``dy`` (if ``want_gw``) and the
-    gradient w.r.t. ``xp`` of spatial sizes ``padded`` (if ``padded`` is given).
+    """The convolution of ``x``, read as zero-padded by ``pads`` (none by default), with output
+    sizes ``out``: its forward ``y`` (if ``want_y``), the weight gradient for the output
+    gradient ``dy`` (if ``want_gw``) and the gradient w.r.t. ``x`` (if its spatial
+    ``input_sizes`` are given).
 
     Per batch chunk one gather feeds the forward and weight-gradient matmuls; the same column
     buffer then takes the column gradient, which is added back per kernel offset.
     """
-    ref = xp if xp is not None else dy
+    ref = x if x is not None else dy
     assert ref is not None
     n, dtype = ref.shape[0], ref.dtype
     c_out, c_g = weight.shape[:2]
@@ -76,14 +125,17 @@ def conv_core(
     k, p = prod(kernel), prod(out)
     co_g, c = c_out // groups, c_g * groups
     w = weight.reshape(groups, co_g, c_g * k)
-    taps = tap_slices(kernel, stride, dilation, out)
+    sizes = x.shape[2:] if x is not None else input_sizes
+    assert sizes is not None
+    taps = clipped_taps(kernel, stride, dilation, out, pads or ((0, 0),) * len(out), sizes)
     y = np.empty((n, c_out, *out), dtype=dtype) if want_y else None
     gw = np.zeros((groups, co_g, c_g * k), dtype=dtype) if want_gw else None
-    gxp = np.zeros((n, c, *padded), dtype=dtype) if padded is not None else None
+    gx = np.zeros((n, c, *input_sizes), dtype=dtype) if input_sizes is not None else None
     if n == 0:  # an empty batch, as PyTorch allows: nothing to gather, gradients stay zero
-        return y, None if gw is None else gw.reshape(weight.shape), gxp
+        return y, None if gw is None else gw.reshape(weight.shape), gx
     ranges = chunks(n, c * k * p * dtype.itemsize)
     buffer = np.empty(c * k * p * (ranges[0][1] - ranges[0][0]), dtype=dtype)
+    every = slice(None)
     for n0, n1 in ranges:
         nb = n1 - n0
         cols2 = buffer[: c * k * nb * p].reshape(groups, c_g * k, nb * p)
@@ -92,13 +144,16 @@ def conv_core(
         if dy is not None:
             dy_t = np.ascontiguousarray(dy[n0:n1].swapaxes(0, 1)).reshape(groups, co_g, nb * p)
         if want_y or want_gw:
-            assert xp is not None
+            assert x is not None
             # Channel-first view of the chunk, split into groups: (G, C/g, nb, *spatial).
-            src = xp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *xp.shape[2:])
+            src = x[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *sizes)
 
             def gather(ch: slice, src: np.ndarray = src, cols: np.ndarray = cols) -> None:
-                for t, sl in taps:
-                    cols[(slice(None), ch, *t)] = src[(slice(None), ch, slice(None), *sl)]
+                for t, box, reads in taps:
+                    block = cols[(every, ch, *t)]
+                    if box is not None:
+                        block[(every, every, every, *box)] = src[(every, ch, every, *reads)]
+                    _zero_outside(block, box, out)
 
             _split_channels(gather, c_g, cols.nbytes)
             if y is not None:
@@ -107,16 +162,18 @@ def conv_core(
             if gw is not None:
                 # cols @ dy_tᵀ (then transposed) is the faster GEMM orientation for OpenBLAS.
                 gw += _grouped_matmul(cols2, dy_t.transpose(0, 2, 1)).transpose(0, 2, 1)
-        if gxp is not None:
+        if gx is not None:
             _grouped_matmul(w.transpose(0, 2, 1), dy_t, out=cols2)
-            dst = gxp[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *padded)
+            dst = gx[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *input_sizes)
 
             def scatter(ch: slice, dst: np.ndarray = dst, cols: np.ndarray = cols) -> None:
-                for t, sl in taps:
-                    dst[(slice(None), ch, slice(None), *sl)] += cols[(slice(None), ch, *t)]
+                for t, box, reads in taps:
+                    if box is not None:  # the columns outside the box fall on the padding
+                        target = dst[(every, ch, every, *reads)]
+                        target += cols[(every, ch, *t, every, *box)]
 
             _split_channels(scatter, c_g, cols.nbytes)
-    return y, None if gw is None else gw.reshape(weight.shape), gxp
+    return y, None if gw is None else gw.reshape(weight.shape), gx
 
 
 _NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}

@@ -341,15 +341,25 @@ def is_depthwise(spec: ConvSpec) -> bool:
     return spec.groups > 1 and spec.groups == spec.in_channels
 
 
+def _zero_padded(spec: ConvSpec) -> bool:
+    """Whether the convolution's padding is zeros, which im2col reads without a padded copy."""
+    return spec.padding_mode == "zeros" and all(b >= 0 and a >= 0 for b, a in spec.padding)
+
+
 def conv_forward(
     spec: ConvSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
 ) -> np.ndarray:
     """F: the convolution of checked arrays."""
     out = spec.output_shape(x.shape[1:])[1:]
-    xp = pad(x, spec.padding, spec.padding_mode)
     if is_depthwise(spec):
+        xp = pad(x, spec.padding, spec.padding_mode)
         y, _, _ = depthwise_core(xp, weight, spec.stride, spec.dilation, out, want_y=True)
+    elif _zero_padded(spec):
+        y, _, _ = conv_core(
+            x, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True, pads=spec.padding
+        )
     else:
+        xp = pad(x, spec.padding, spec.padding_mode)
         y, _, _ = conv_core(xp, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True)
     assert y is not None
     if bias is not None:
@@ -361,8 +371,24 @@ def conv_backward(
     spec: ConvSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """G: the gradients w.r.t. the input, the weight and (with ``bias``) the bias."""
-    xp = pad(x, spec.padding, spec.padding_mode)
     out = grad_out.shape[2:]
+    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
+    if _zero_padded(spec) and not is_depthwise(spec):
+        _, gw, gx = conv_core(
+            x,
+            weight,
+            spec.stride,
+            spec.dilation,
+            out,
+            spec.groups,
+            dy=grad_out,
+            want_gw=True,
+            input_sizes=x.shape[2:],
+            pads=spec.padding,
+        )
+        assert gw is not None and gx is not None
+        return gx, gw, gb
+    xp = pad(x, spec.padding, spec.padding_mode)
     if is_depthwise(spec):
         _, gw, gxp = depthwise_core(
             xp, weight, spec.stride, spec.dilation, out, dy=grad_out, want_grads=True
@@ -377,12 +403,11 @@ def conv_backward(
             spec.groups,
             dy=grad_out,
             want_gw=True,
-            padded=xp.shape[2:],
+            input_sizes=xp.shape[2:],
         )
     assert gw is not None and gxp is not None
     del xp  # freed before the fold allocates gx: the padded input and gx never coexist
     gx = pad_backward(gxp, x.shape[2:], spec.padding, spec.padding_mode)
-    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
     return gx, gw, gb
 
 

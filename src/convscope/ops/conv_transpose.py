@@ -32,7 +32,7 @@ from ..geometry import (
     transpose_out_size,
 )
 from ..grammar import LayerKind, Option, parse_ints
-from ..kernels.im2col import conv_core, pad, pad_backward
+from ..kernels.im2col import conv_core
 from .base import RANKS, not_a_convolution, rank_class, rank_function
 from .conv import CONV_OPTIONS
 from .windowed import (
@@ -276,12 +276,18 @@ def transpose_forward(
 ) -> np.ndarray:
     """The forward pass of checked arrays: the adjoint convolution's input gradient, cropped."""
     out = spec.output_shape(x.shape[1:])[1:]
-    padded = tuple(o + 2 * p for o, p in zip(out, spec.padding))
-    *_, yp = conv_core(
-        None, weight, spec.stride, spec.dilation, x.shape[2:], spec.groups, dy=x, padded=padded
+    *_, y = conv_core(
+        None,
+        weight,
+        spec.stride,
+        spec.dilation,
+        x.shape[2:],
+        spec.groups,
+        dy=x,
+        input_sizes=out,
+        pads=_zero_pads(spec),
     )
-    assert yp is not None
-    y = pad_backward(yp, out, _zero_pads(spec), "zeros")
+    assert y is not None
     if bias is not None:
         y += bias.reshape(-1, *(1,) * spec.ndim)
     return y
@@ -291,9 +297,8 @@ def transpose_backward(
     spec: ConvTransposeSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The gradients: the adjoint convolution's forward and weight gradient."""
-    gp = pad(grad_out, _zero_pads(spec), "zeros")
     gx, gw, _ = conv_core(
-        gp,
+        grad_out,
         weight,
         spec.stride,
         spec.dilation,
@@ -302,6 +307,7 @@ def transpose_backward(
         dy=x,
         want_y=True,
         want_gw=True,
+        pads=_zero_pads(spec),
     )
     assert gx is not None and gw is not None
     gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
