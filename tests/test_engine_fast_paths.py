@@ -147,6 +147,27 @@ def test_conv_core_reads_zero_padding_as_the_padded_copy_does(case):
         )
 
 
+@pytest.mark.parametrize("case", ZERO_PAD_CASES)
+def test_depthwise_reads_zero_padding_as_im2col_on_the_padded_copy(case):
+    sizes, kernel, stride, dilation, pads, _ = case
+    rng = np.random.default_rng(8)
+    c, m = 3, 2
+    x = rng.standard_normal((2, c, *sizes))
+    w = rng.standard_normal((c * m, 1, *kernel))
+    xp = pad(x, pads, "zeros")
+    out = tuple(
+        (p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(xp.shape[2:], kernel, stride, dilation)
+    )
+    dy = rng.standard_normal((2, c * m, *out))
+    plain = conv_core(xp, w, stride, dilation, out, c, dy, True, True, xp.shape[2:])
+    y, _, _ = depthwise_core(x, w, stride, dilation, out, want_y=True, pads=pads)
+    _, gw, gx = depthwise_core(x, w, stride, dilation, out, dy=dy, want_grads=True, pads=pads)
+    crop = (..., *(slice(b, b + n) for n, (b, _) in zip(sizes, pads)))
+    np.testing.assert_allclose(y, plain[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, plain[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gx, plain[2][crop], rtol=1e-12, atol=1e-12)
+
+
 def test_plain_grouped_conv_is_not_depthwise():
     assert not is_depthwise(ConvSpec.create(2, 4, 4, 3, groups=2))
     assert not is_depthwise(ConvSpec.create(2, 1, 8, 3, groups=1))

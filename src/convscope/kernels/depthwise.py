@@ -8,9 +8,10 @@ kernel offsets t of the strided view ``xp[..., sl_t]`` that tap t reads (``tap_s
     G_x:  g_xp[n, c, sl_t] += Σ_j dy[n, c, j, o] · w[c, j, t]            (for each t)
     G_w:  g_w[c, j, t]      = Σ_{n, o} xp[n, c, o·s + t·d] · dy[n, c, j, o]
 
-The input is already padded (``im2col.pad``), so every padding mode works unchanged. The batch
-is processed a chunk of images at a time, on the pool's threads, so each tap's temporary stays
-in cache.
+Zero padding is read in place, as im2col reads it (``clipped_taps``): each tap touches only
+the box of outputs whose input is real. Other padding modes pass an already padded input
+(``im2col.pad``). The batch is processed a chunk of images at a time, on the pool's threads,
+so each tap's temporary stays in cache.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..geometry import Shape, prod, tap_slices
+from ..geometry import PadPairs, Shape, prod
 from .blockwise import run_parts
+from .im2col import clipped_taps
 
 #: Bytes of output per batch chunk: small enough that a tap's temporary stays in cache.
 DEPTHWISE_CHUNK_BYTES = 2 * 2**20
@@ -44,7 +46,7 @@ def _run_chunks(
 
 
 def depthwise_core(
-    xp: np.ndarray,
+    x: np.ndarray,
     weight: np.ndarray,
     stride: Shape,
     dilation: Shape,
@@ -52,22 +54,36 @@ def depthwise_core(
     dy: np.ndarray | None = None,
     want_y: bool = False,
     want_grads: bool = False,
+    pads: PadPairs | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """``conv_core`` for groups = C_in: the forward ``y`` of the padded input ``xp`` (if
-    ``want_y``), and with ``dy`` (if ``want_grads``) the weight gradient and the gradient
-    w.r.t. ``xp``."""
-    n, c = xp.shape[:2]
+    """``conv_core`` for groups = C_in: the forward ``y`` of ``x`` read as zero-padded by
+    ``pads`` (none by default) (if ``want_y``), and with ``dy`` (if ``want_grads``) the weight
+    gradient and the gradient w.r.t. ``x``."""
+    n, c = x.shape[:2]
     c_out, _, *kernel = weight.shape
     m = c_out // c
-    dtype = xp.dtype
+    dtype = x.dtype
     spatial = len(out)
-    taps = tap_slices(tuple(kernel), stride, dilation, out)
+    taps = clipped_taps(
+        tuple(kernel), stride, dilation, out, pads or ((0, 0),) * spatial, x.shape[2:]
+    )
     # w[c, j, t] as (C, m, 1, ..., 1) per tap, to broadcast against (n, C, m, *out).
     w = weight.reshape(c, m, prod(kernel))
     w_taps = [w[:, :, i].reshape(c, m, *(1,) * spatial) for i in range(len(taps))]
     every = slice(None)
-    # The input's channel axis gains a length-1 axis for the multiplier j.
-    views = [(every, every, None, *sl) for _, sl in taps]
+    # per tap with real input: the input view (the channel axis gains a length-1 axis for the
+    # multiplier j), the output box it reaches, and the tap's weights
+    reads = [
+        ((every, every, None, *r), (every, every, every, *box), w_t)
+        for (_, box, r), w_t in zip(taps, w_taps)
+        if box is not None
+    ]
+    # a tap whose box is every output (the centre one, under "same" padding) starts the sum
+    whole = [
+        i
+        for i, (_, box, _) in enumerate(reads)
+        if all(b.start == 0 and b.stop == o for b, o in zip(box[3:], out))
+    ]
     chunks = _image_chunks(n, c_out * prod(out) * dtype.itemsize)
     nbytes = n * c_out * prod(out) * dtype.itemsize
 
@@ -76,37 +92,46 @@ def depthwise_core(
         y = np.empty((n, c, m, *out), dtype)
 
         def forward(_: int, n0: int, n1: int) -> None:
-            chunk = xp[n0:n1]
+            chunk = x[n0:n1]
             y_chunk = y[n0:n1]
             product = np.empty_like(y_chunk)
-            np.multiply(chunk[views[0]], w_taps[0], out=y_chunk)
-            for view, w_t in zip(views[1:], w_taps[1:]):
-                np.multiply(chunk[view], w_t, out=product)
-                y_chunk += product
+            rest = reads
+            if whole:  # that tap writes every output: no zeros needed
+                view, _, w_t = reads[whole[0]]
+                np.multiply(chunk[view], w_t, out=y_chunk)
+                rest = reads[: whole[0]] + reads[whole[0] + 1 :]
+            else:
+                y_chunk[...] = 0
+            for view, box, w_t in rest:
+                part = product[box]
+                np.multiply(chunk[view], w_t, out=part)
+                y_chunk[box] += part
 
         _run_chunks(forward, chunks, nbytes)
         y = y.reshape(n, c_out, *out)
 
-    gw = gxp = None
+    gw = gx = None
     if want_grads:
         assert dy is not None
         dy_split = dy.reshape(n, c, m, *out)
-        gxp = np.zeros_like(xp)
+        gx = np.zeros_like(x)
         # each chunk's weight gradient, summed after: threads never add into one array
         gw_parts = np.zeros((len(chunks), c, m, len(taps)), dtype)
         reduce_axes = (0, *range(3, 3 + spatial))
+        tap_index = [i for i, (_, box, _) in enumerate(taps) if box is not None]
 
         def backward(index: int, n0: int, n1: int) -> None:
-            chunk, dy_chunk, gxp_chunk = xp[n0:n1], dy_split[n0:n1], gxp[n0:n1]
+            chunk, dy_chunk, gx_chunk = x[n0:n1], dy_split[n0:n1], gx[n0:n1]
             product = np.empty_like(dy_chunk)
-            for i, (view, w_t) in enumerate(zip(views, w_taps)):
-                np.multiply(chunk[view], dy_chunk, out=product)
-                gw_parts[index, :, :, i] = product.sum(axis=reduce_axes)
-                np.multiply(dy_chunk, w_t, out=product)
+            for i, (view, box, w_t) in zip(tap_index, reads):
+                dy_box, part = dy_chunk[box], product[box]
+                np.multiply(chunk[view], dy_box, out=part)
+                gw_parts[index, :, :, i] = part.sum(axis=reduce_axes)
+                np.multiply(dy_box, w_t, out=part)
                 # Σ_j over the multiplier; with m = 1 that is the product itself
-                target = gxp_chunk[view]
-                np.add(target, product if m == 1 else product.sum(2, keepdims=True), out=target)
+                target = gx_chunk[view]
+                np.add(target, part if m == 1 else part.sum(2, keepdims=True), out=target)
 
         _run_chunks(backward, chunks, nbytes)
         gw = gw_parts.sum(axis=0).reshape(weight.shape)
-    return y, gw, gxp
+    return y, gw, gx

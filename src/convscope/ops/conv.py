@@ -342,8 +342,17 @@ def is_depthwise(spec: ConvSpec) -> bool:
 
 
 def _zero_padded(spec: ConvSpec) -> bool:
-    """Whether the convolution's padding is zeros, which im2col reads without a padded copy."""
-    return spec.padding_mode == "zeros" and all(b >= 0 and a >= 0 for b, a in spec.padding)
+    """Whether the convolution reads its zero padding in place, without a padded copy: always
+    for im2col; for the depthwise path only with a stride, where the output is smaller than
+    the input (stride 1 measured slower in place: its taps then write rows one shorter than
+    the output's, instead of whole contiguous blocks)."""
+    if spec.padding_mode != "zeros" or any(b < 0 or a < 0 for b, a in spec.padding):
+        return False
+    return not is_depthwise(spec) or any(s > 1 for s in spec.stride)
+
+
+def _padded(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
+    return pad(x, spec.padding, spec.padding_mode)
 
 
 def conv_forward(
@@ -351,16 +360,16 @@ def conv_forward(
 ) -> np.ndarray:
     """F: the convolution of checked arrays."""
     out = spec.output_shape(x.shape[1:])[1:]
+    # zero padding is read in place; other modes convolve a padded copy
+    source, pads = (x, spec.padding) if _zero_padded(spec) else (_padded(spec, x), None)
     if is_depthwise(spec):
-        xp = pad(x, spec.padding, spec.padding_mode)
-        y, _, _ = depthwise_core(xp, weight, spec.stride, spec.dilation, out, want_y=True)
-    elif _zero_padded(spec):
-        y, _, _ = conv_core(
-            x, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True, pads=spec.padding
+        y, _, _ = depthwise_core(
+            source, weight, spec.stride, spec.dilation, out, want_y=True, pads=pads
         )
     else:
-        xp = pad(x, spec.padding, spec.padding_mode)
-        y, _, _ = conv_core(xp, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True)
+        y, _, _ = conv_core(
+            source, weight, spec.stride, spec.dilation, out, spec.groups, want_y=True, pads=pads
+        )
     assert y is not None
     if bias is not None:
         y += bias.reshape(-1, *(1,) * spec.ndim)
@@ -372,30 +381,14 @@ def conv_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """G: the gradients w.r.t. the input, the weight and (with ``bias``) the bias."""
     out = grad_out.shape[2:]
-    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
-    if _zero_padded(spec) and not is_depthwise(spec):
-        _, gw, gx = conv_core(
-            x,
-            weight,
-            spec.stride,
-            spec.dilation,
-            out,
-            spec.groups,
-            dy=grad_out,
-            want_gw=True,
-            input_sizes=x.shape[2:],
-            pads=spec.padding,
-        )
-        assert gw is not None and gx is not None
-        return gx, gw, gb
-    xp = pad(x, spec.padding, spec.padding_mode)
+    source, pads = (x, spec.padding) if _zero_padded(spec) else (_padded(spec, x), None)
     if is_depthwise(spec):
-        _, gw, gxp = depthwise_core(
-            xp, weight, spec.stride, spec.dilation, out, dy=grad_out, want_grads=True
+        _, gw, g_source = depthwise_core(
+            source, weight, spec.stride, spec.dilation, out, dy=grad_out, want_grads=True, pads=pads
         )
     else:
-        _, gw, gxp = conv_core(
-            xp,
+        _, gw, g_source = conv_core(
+            source,
             weight,
             spec.stride,
             spec.dilation,
@@ -403,12 +396,15 @@ def conv_backward(
             spec.groups,
             dy=grad_out,
             want_gw=True,
-            input_sizes=xp.shape[2:],
+            input_sizes=source.shape[2:],
+            pads=pads,
         )
-    assert gw is not None and gxp is not None
-    del xp  # freed before the fold allocates gx: the padded input and gx never coexist
-    gx = pad_backward(gxp, x.shape[2:], spec.padding, spec.padding_mode)
-    return gx, gw, gb
+    assert gw is not None and g_source is not None
+    gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
+    if pads is not None:
+        return g_source, gw, gb
+    del source  # the padded copy is freed before the fold allocates gx: they never coexist
+    return pad_backward(g_source, x.shape[2:], spec.padding, spec.padding_mode), gw, gb
 
 
 Array = np.ndarray
