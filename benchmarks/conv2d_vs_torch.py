@@ -2,9 +2,11 @@
 
 Run: python3 benchmarks/conv2d_vs_torch.py [--quick]
 
-float32, the same thread count for torch as numpy's BLAS uses, best of several runs after a
-warm-up. Peak memory is measured in a separate run with tracemalloc, which sees numpy's array
-allocations (not BLAS's internal buffers).
+float32, the same thread count for torch as numpy's BLAS uses. The machine is shared and its
+speed drifts within a run, so each layer is timed in rounds: per round the best of a few calls
+of ours, a pause, then the best of a few of torch's; the ratio printed is the median of the
+rounds' ratios, the times the best of all rounds. Peak memory is measured in a separate run
+with tracemalloc, which sees numpy's array allocations (not BLAS's internal buffers).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
+    repeats = 3 if args.quick else 7  # rounds per layer
 
     threads, arch = blas_threads()
     torch.set_num_threads(threads)
@@ -126,16 +128,25 @@ def main() -> None:
             xt.grad = wt.grad = bt.grad = None
             F.conv2d(xt, wt, bt, s, p).backward(gt)
 
-        reps = repeats if flop > 1e8 else repeats * 5
-        # Ours first, then torch: interleaving lets torch's spinning OpenMP threads steal the
-        # cores from OpenBLAS's threads right after each torch call.
-        tf, bf = best_time(ours_fwd, reps), best_time(ours_both, reps)
+        reps = 2 if flop > 1e8 else 10
         mem = peak_mib(ours_both)
-        tt, bt_ = best_time(torch_fwd, reps), best_time(torch_both, reps)
+        rounds = []  # per round: (ours fwd, ours f+b, torch fwd, torch f+b)
+        for _ in range(repeats):
+            ours = best_time(ours_fwd, reps), best_time(ours_both, reps)
+            # torch's OpenMP threads spin for a while after each call and would take the cores
+            # from OpenBLAS's threads: a pause between the two sides
+            time.sleep(0.3)
+            theirs = best_time(torch_fwd, reps), best_time(torch_both, reps)
+            time.sleep(0.3)
+            rounds.append((*ours, *theirs))
+        tf, bf, tt, bt_ = (min(r[i] for r in rounds) for i in range(4))
+        fwd_ratio = float(np.median([r[0] / r[2] for r in rounds]))
+        both_ratio = float(np.median([r[1] / r[3] for r in rounds]))
         print(
-            f"{str(layer):<30} {flop / 1e9:6.2f} {tf * 1e3:8.2f} {tt * 1e3:8.2f} {tf / tt:6.2f}"
-            f" {bf * 1e3:8.2f} {bt_ * 1e3:8.2f} {bf / bt_:6.2f}"
-            f" {3 * flop / bf / 1e9:7.0f}/{gemm:.0f} {mem:9.1f}"
+            f"{str(layer):<30} {flop / 1e9:6.2f} {tf * 1e3:8.2f} {tt * 1e3:8.2f} {fwd_ratio:6.2f}"
+            f" {bf * 1e3:8.2f} {bt_ * 1e3:8.2f} {both_ratio:6.2f}"
+            f" {3 * flop / bf / 1e9:7.0f}/{gemm:.0f} {mem:9.1f}",
+            flush=True,
         )
 
 

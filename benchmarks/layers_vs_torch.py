@@ -3,10 +3,11 @@
 Run: python3 benchmarks/layers_vs_torch.py [--quick] [--only NAME ...]
 
 float32, torch on the same thread count as numpy's BLAS (and convscope's copy threads). Each
-layer's two implementations are timed in alternating blocks (ours, torch, ours, torch, ...) and
-the best time of each is kept, so a change in the machine's load hits both alike. The peak of
-numpy's allocations in one forward + backward (tracemalloc, which sees numpy arrays but not
-torch's or BLAS's buffers) is printed relative to the bytes of input + output + weight.
+layer's two implementations are timed in alternating blocks (ours, torch, a pause, ours, ...):
+the times printed are each side's best, the ratio the median of the rounds' ratios, so a change
+in the machine's load hits both alike. The peak of numpy's allocations in one forward +
+backward (tracemalloc, which sees numpy arrays but not torch's or BLAS's buffers) is printed
+relative to the bytes of input + output + weight.
 """
 
 from __future__ import annotations
@@ -60,17 +61,29 @@ def load() -> str:
         return "?"
 
 
-def interleaved_best(ours: Run, theirs: Run, rounds: int, block: int = 2) -> tuple[float, float]:
-    """The best time of each of two functions, timed in alternating blocks of ``block`` calls."""
+#: Seconds between torch's calls and ours, so torch's spinning threads do not take our cores.
+PAUSE_S = 0.3
+
+
+def interleaved(ours: Run, theirs: Run, rounds: int, block: int = 2) -> tuple[float, float, float]:
+    """Two functions timed in alternating blocks of ``block`` calls: the best time of each, and
+    the median over the rounds of the ratio of the rounds' bests (robust to the machine's drift
+    within a run)."""
     ours(), theirs()  # warm-up
     best = [float("inf"), float("inf")]
+    ratios = []
     for _ in range(rounds):
+        round_best = [float("inf"), float("inf")]
         for i, fn in enumerate((ours, theirs)):
             for _ in range(block):
                 start = time.perf_counter()
                 fn()
-                best[i] = min(best[i], time.perf_counter() - start)
-    return best[0], best[1]
+                round_best[i] = min(round_best[i], time.perf_counter() - start)
+            if fn is theirs:  # torch's OpenMP threads spin a while after a call: let them stop
+                time.sleep(PAUSE_S)
+        ratios.append(round_best[0] / round_best[1])
+        best = [min(a, b) for a, b in zip(best, round_best)]
+    return best[0], best[1], float(np.median(ratios))
 
 
 def peak_bytes(fn: Run) -> int:
@@ -215,13 +228,13 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for case in cases(args.only):
-        fwd, fwd_torch = interleaved_best(case.ours_fwd, case.torch_fwd, rounds)
-        both, both_torch = interleaved_best(case.ours_both, case.torch_both, rounds)
+        fwd, fwd_torch, fwd_ratio = interleaved(case.ours_fwd, case.torch_fwd, rounds)
+        both, both_torch, both_ratio = interleaved(case.ours_both, case.torch_both, rounds)
         peak = peak_bytes(case.ours_both)
         print(
             f"| {case.name} "
-            f"| {fwd * 1e3:.1f} / {fwd_torch * 1e3:.1f} ms = {fwd / fwd_torch:.2f} "
-            f"| {both * 1e3:.1f} / {both_torch * 1e3:.1f} ms = {both / both_torch:.2f} "
+            f"| {fwd * 1e3:.1f} / {fwd_torch * 1e3:.1f} ms → {fwd_ratio:.2f} "
+            f"| {both * 1e3:.1f} / {both_torch * 1e3:.1f} ms → {both_ratio:.2f} "
             f"| {peak / 2**20:.0f} MiB = {peak / case.essential_bytes:.2f}× "
             f"| {load()} |",
             flush=True,
