@@ -58,11 +58,16 @@ def _total(a: np.ndarray) -> np.floating:
 
 
 def standardize(
-    x: np.ndarray, axes: Sequence[int], eps: float
+    x: np.ndarray,
+    axes: Sequence[int],
+    eps: float,
+    affine: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``moments`` then ``normalize`` with the group's own statistics, in three passes over x
     and two new arrays: (x̂, inv, mean, var, spare), ``spare`` an array of x's shape whose
-    values are no longer needed (the squares the variance was summed from)."""
+    values are no longer needed (the squares the variance was summed from). With BatchNorm's
+    axes and ``affine``, the per-channel vectors (γ, β or None), ``spare`` is y = γ·x̂ + β,
+    computed while each channel's x̂ is still in cache."""
     axes = tuple(axes)
     assert 1 not in axes, "the channels are split among threads"
     kept = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
@@ -83,6 +88,11 @@ def standardize(
                 iv = 1 / np.sqrt(v + eps)
                 xh *= iv
                 flat_mean[c], flat_var[c], flat_inv[c] = mu, v, iv
+                if affine is not None:
+                    gamma, beta = affine
+                    np.multiply(xh, gamma[c], out=squares)
+                    if beta is not None:
+                        squares += beta[c]
 
         run_channel_blocks(one_channel, x)
         return xhat, inv, mean, var, spare
@@ -226,6 +236,7 @@ def channel_norm(
     if (rm is None) != (rv is None):
         raise ShapeError(f"{name} takes both running_mean and running_var, or neither")
     axes = channel_axes(x, per_image)
+    fused = None  # (γ, β) when standardize writes y too
     if own and x.shape[0] == 0:
         # An empty batch (as PyTorch allows) has no statistics: nothing to normalise, and the
         # running ones stay as they are, as PyTorch's. Avoids NaN means of empty slices.
@@ -233,7 +244,8 @@ def channel_norm(
         mean, var = np.zeros(kept, x.dtype), np.ones(kept, x.dtype)
     elif own:
         m = enough_values(name, x, per_image)
-        xhat, inv, mean, var, spare = standardize(x, axes, eps)
+        fused = None if per_image or weight is None else (weight, bias)
+        xhat, inv, mean, var, spare = standardize(x, axes, eps, fused)
         if rm is not None and rv is not None:
             if momentum is None:
                 raise LayerConfigError(
@@ -254,16 +266,10 @@ def channel_norm(
     if spare is None or w is None:
         return scale_shift(xhat, w, b), (xhat, inv, axes, own)
     y = spare  # the squares are spent: their memory takes y
-
-    flat_w, flat_b = w.reshape(-1), None if b is None else b.reshape(-1)
+    if fused is not None:  # standardize has written it
+        return y, (xhat, inv, axes, own)
 
     def channels(lo: int, hi: int) -> None:
-        if not per_image:  # BatchNorm: γ and β are scalars per channel
-            for c in range(lo, hi):
-                np.multiply(xhat[:, c], flat_w[c], out=y[:, c])
-                if flat_b is not None:
-                    y[:, c] += flat_b[c]
-            return
         part = (slice(None), slice(lo, hi))
         np.multiply(xhat[part], w[part], out=y[part])
         if b is not None:
