@@ -64,8 +64,9 @@ def depthwise_core(
     m = c_out // c
     dtype = x.dtype
     spatial = len(out)
+    pads = tuple(map(tuple, pads)) if pads else ((0, 0),) * spatial
     taps = clipped_taps(
-        tuple(kernel), stride, dilation, out, pads or ((0, 0),) * spatial, x.shape[2:]
+        tuple(kernel), tuple(stride), tuple(dilation), tuple(out), pads, x.shape[2:]
     )
     # w[c, j, t] as (C, m, 1, ..., 1) per tap, to broadcast against (n, C, m, *out).
     w = weight.reshape(c, m, prod(kernel))
@@ -75,7 +76,7 @@ def depthwise_core(
     # multiplier j), the output box it reaches, and the tap's weights
     reads = [
         ((every, every, None, *r), (every, every, every, *box), w_t)
-        for (_, box, r), w_t in zip(taps, w_taps)
+        for (_, box, r, _), w_t in zip(taps, w_taps)
         if box is not None
     ]
     # a tap whose box is every output (the centre one, under "same" padding) starts the sum
@@ -118,7 +119,7 @@ def depthwise_core(
         # each chunk's weight gradient, summed after: threads never add into one array
         gw_parts = np.zeros((len(chunks), c, m, len(taps)), dtype)
         reduce_axes = (0, *range(3, 3 + spatial))
-        tap_index = [i for i, (_, box, _) in enumerate(taps) if box is not None]
+        tap_index = [i for i, (_, box, _, _) in enumerate(taps) if box is not None]
 
         def backward(index: int, n0: int, n1: int) -> None:
             chunk, dy_chunk, gx_chunk = x[n0:n1], dy_split[n0:n1], gx[n0:n1]

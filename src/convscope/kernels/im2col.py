@@ -13,6 +13,7 @@ back (``pad_backward``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -54,19 +55,25 @@ def _grouped_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None)
 
 
 #: Per kernel offset: its index, the box of output positions whose input lies inside the
-#: unpadded input (None: no position does), and the input slices that box reads.
-ClippedTap = tuple[tuple[int, ...], tuple[slice, ...] | None, tuple[slice, ...]]
+#: unpadded input (None: no position does), the input slices that box reads, and the indices
+#: (of the trailing output axes) of the positions outside the box, whose columns are zeros.
+ClippedTap = tuple[
+    tuple[int, ...], tuple[slice, ...] | None, tuple[slice, ...], tuple[tuple[slice, ...], ...]
+]
 
 
+@functools.lru_cache(maxsize=256)
 def clipped_taps(
     kernel: Shape, stride: Shape, dilation: Shape, out: Shape, pads: PadPairs, sizes: Shape
-) -> list[ClippedTap]:
+) -> tuple[ClippedTap, ...]:
     """For each kernel offset of a convolution of an input of spatial ``sizes`` zero-padded by
     ``pads``: the outputs it reads real input for, and where. Output o of tap t reads padded
-    position o·s + t·d, input position o·s + t·d − pad_before: inside when 0 ≤ it < size."""
+    position o·s + t·d, input position o·s + t·d − pad_before: inside when 0 ≤ it < size.
+    (Cached: a training loop asks for the same geometry every step.)"""
     taps: list[ClippedTap] = []
     for t, slices in tap_slices(kernel, stride, dilation, out):
-        box, reads = [], []
+        box: list[slice] | None = []
+        reads = []
         for sl, o, (before, _), size in zip(slices, out, pads, sizes):
             start, step = sl.start, sl.step
             first = max(0, -(-(before - start) // step))
@@ -77,23 +84,24 @@ def clipped_taps(
             box.append(slice(first, stop))
             lo = start + first * step - before
             reads.append(slice(lo, lo + (stop - first - 1) * step + 1, step))
-        taps.append((t, None if box is None else tuple(box), tuple(reads)))
-    return taps
+        if box is None:
+            taps.append((t, None, (), ((),)))
+        else:
+            taps.append((t, tuple(box), tuple(reads), _outside(tuple(box), out)))
+    return tuple(taps)
 
 
-def _zero_outside(block: np.ndarray, box: tuple[slice, ...] | None, out: Shape) -> None:
-    """Zeroes the positions of ``block`` (…, *out) outside ``box``: the outputs whose tap reads
-    the zero padding."""
-    if box is None:
-        block[...] = 0
-        return
-    spatial = len(out)
+def _outside(box: tuple[slice, ...], out: Shape) -> tuple[tuple[slice, ...], ...]:
+    """The positions of an output grid outside ``box``, as disjoint slabs: per axis, before and
+    after the box's range, within the box's ranges on the axes before it."""
     every = slice(None)
+    slabs = []
     for axis, (inside, size) in enumerate(zip(box, out)):
-        rest = (every,) * (spatial - axis - 1)
+        rest = (every,) * (len(out) - axis - 1)
         for edge in (slice(0, inside.start), slice(inside.stop, size)):
             if edge.stop > edge.start:
-                block[(..., *box[:axis], edge, *rest)] = 0
+                slabs.append((*box[:axis], edge, *rest))
+    return tuple(slabs)
 
 
 def conv_core(
@@ -127,7 +135,8 @@ def conv_core(
     w = weight.reshape(groups, co_g, c_g * k)
     sizes = x.shape[2:] if x is not None else input_sizes
     assert sizes is not None
-    taps = clipped_taps(kernel, stride, dilation, out, pads or ((0, 0),) * len(out), sizes)
+    pads = tuple(map(tuple, pads)) if pads else ((0, 0),) * len(out)
+    taps = clipped_taps(tuple(kernel), tuple(stride), tuple(dilation), tuple(out), pads, sizes)
     y = np.empty((n, c_out, *out), dtype=dtype) if want_y else None
     gw = np.zeros((groups, co_g, c_g * k), dtype=dtype) if want_gw else None
     gx = np.zeros((n, c, *input_sizes), dtype=dtype) if input_sizes is not None else None
@@ -149,11 +158,12 @@ def conv_core(
             src = x[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *sizes)
 
             def gather(ch: slice, src: np.ndarray = src, cols: np.ndarray = cols) -> None:
-                for t, box, reads in taps:
+                for t, box, reads, outside in taps:
                     block = cols[(every, ch, *t)]
                     if box is not None:
                         block[(every, every, every, *box)] = src[(every, ch, every, *reads)]
-                    _zero_outside(block, box, out)
+                    for slab in outside:  # the outputs whose tap t reads the padding
+                        block[(..., *slab)] = 0
 
             _split_channels(gather, c_g, cols.nbytes)
             if y is not None:
@@ -167,7 +177,7 @@ def conv_core(
             dst = gx[n0:n1].swapaxes(0, 1).reshape(groups, c_g, nb, *input_sizes)
 
             def scatter(ch: slice, dst: np.ndarray = dst, cols: np.ndarray = cols) -> None:
-                for t, box, reads in taps:
+                for t, box, reads, _ in taps:
                     if box is not None:  # the columns outside the box fall on the padding
                         target = dst[(every, ch, every, *reads)]
                         target += cols[(every, ch, *t, every, *box)]
