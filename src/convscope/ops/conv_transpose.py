@@ -271,22 +271,30 @@ def _transpose_spec(
     )
 
 
-def transpose_forward(
-    spec: ConvTransposeSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
-) -> np.ndarray:
-    """The forward pass of checked arrays: the adjoint convolution's input gradient, cropped."""
-    out = spec.output_shape(x.shape[1:])[1:]
-    *_, y = conv_core(
-        None,
+def _adjoint(
+    spec: ConvTransposeSpec, source: np.ndarray | None, x: np.ndarray, weight: np.ndarray, **want
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """``conv_core`` on the adjoint convolution: the spec's geometry and zero padding, with
+    ``x`` in the place of its output gradient."""
+    return conv_core(
+        source,
         weight,
         spec.stride,
         spec.dilation,
         x.shape[2:],
         spec.groups,
         dy=x,
-        input_sizes=out,
         pads=_zero_pads(spec),
+        **want,
     )
+
+
+def transpose_forward(
+    spec: ConvTransposeSpec, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+) -> np.ndarray:
+    """The forward pass of checked arrays: the adjoint convolution's input gradient."""
+    out = spec.output_shape(x.shape[1:])[1:]
+    *_, y = _adjoint(spec, None, x, weight, input_sizes=out)
     assert y is not None
     if bias is not None:
         y += bias.reshape(-1, *(1,) * spec.ndim)
@@ -297,18 +305,7 @@ def transpose_backward(
     spec: ConvTransposeSpec, grad_out: np.ndarray, x: np.ndarray, weight: np.ndarray, bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The gradients: the adjoint convolution's forward and weight gradient."""
-    gx, gw, _ = conv_core(
-        grad_out,
-        weight,
-        spec.stride,
-        spec.dilation,
-        x.shape[2:],
-        spec.groups,
-        dy=x,
-        want_y=True,
-        want_gw=True,
-        pads=_zero_pads(spec),
-    )
+    gx, gw, _ = _adjoint(spec, grad_out, x, weight, want_y=True, want_gw=True)
     assert gx is not None and gw is not None
     gb = grad_out.sum(axis=(0, *range(2, grad_out.ndim))) if bias else None
     return gx, gw, gb
