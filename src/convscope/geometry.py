@@ -26,7 +26,9 @@ AXIS_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
 def axis_names(ndim: int) -> tuple[str, ...]:
-    return AXIS_NAMES.get(ndim, tuple(f"S{i + 1}" for i in range(ndim)))
+    if ndim in AXIS_NAMES:  # (not .get: its default would be built on every call)
+        return AXIS_NAMES[ndim]
+    return tuple(f"S{i + 1}" for i in range(ndim))
 
 
 def prod(values: Iterable[int]) -> int:

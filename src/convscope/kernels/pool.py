@@ -42,9 +42,15 @@ def _crop(padded: np.ndarray, spec: Any, shape: Shape) -> np.ndarray:
     return np.ascontiguousarray(padded[inner])
 
 
+def _padded(x: np.ndarray, widths: list[tuple[int, int]], value: float) -> np.ndarray:
+    """x padded by ``widths`` with ``value``: x itself when they are all zero (np.pad would
+    still copy it)."""
+    return np.pad(x, widths, constant_values=value) if any(b or a for b, a in widths) else x
+
+
 def max_forward(spec: Any, x: np.ndarray, out: Shape) -> tuple[np.ndarray, np.ndarray]:
     """The maxima and, per output, the row-major index of the first maximal kernel offset."""
-    xp = np.pad(x, pad_widths(spec, x.shape, out), constant_values=-np.inf)
+    xp = _padded(x, pad_widths(spec, x.shape, out), -np.inf)
     offsets = window_slices(spec, out)
     best = xp[offsets[0]].copy()
     index = np.min_scalar_type(len(offsets) - 1).type
@@ -101,7 +107,7 @@ def avg_divisor(spec: Any, x: np.ndarray, out: Shape) -> np.ndarray | float:
 
 
 def avg_forward(spec: Any, x: np.ndarray, out: Shape) -> np.ndarray:
-    xp = np.pad(x, pad_widths(spec, x.shape, out))
+    xp = _padded(x, pad_widths(spec, x.shape, out), 0)
     offsets = window_slices(spec, out)
     total = xp[offsets[0]].copy()
     for window in offsets[1:]:
