@@ -73,6 +73,15 @@ def assert_polynomial(f: Callable[[int], list[int]], t0: int, degree: int = 2) -
     assert at(big) == lagrange(points, big)
 
 
+Build = Callable[[int], tuple[Any, tuple[int, ...]]]
+
+
+def assert_polynomial_in_size(build: Build, batch: int = 1) -> None:
+    """Every number the rules give for ``build(t)``, a spec and its input shape, is a
+    polynomial in t (``assert_polynomial``)."""
+    assert_polynomial(lambda t: numbers(*build(t), batch=batch), STEP)
+
+
 # -- convolution ----------------------------------------------------------------------------------
 
 
@@ -135,12 +144,8 @@ def test_conv_value_padding_closed_form(mode: str) -> None:
         lambda t: (nn.Conv2d(2, 2, (3, 4), stride=(2, 1), padding=(1, 0)).spec, (2, 8 * t, 2 * t)),
     ],
 )
-def test_conv_polynomial_in_size(build: Callable[[int], tuple[Any, tuple[int, ...]]]) -> None:
-    def f(t: int) -> list[int]:
-        spec, shape = build(t)
-        return numbers(spec, shape, batch=2)
-
-    assert_polynomial(f, STEP)
+def test_conv_polynomial_in_size(build: Build) -> None:
+    assert_polynomial_in_size(build, batch=2)
 
 
 @pytest.mark.parametrize(
@@ -151,14 +156,8 @@ def test_conv_polynomial_in_size(build: Callable[[int], tuple[Any, tuple[int, ..
         lambda t: (nn.ConvTranspose1d(1, 1, 3, stride=t, dilation=t, padding=t).spec, (1, 4 * t)),
     ],
 )
-def test_conv_transpose_polynomial_in_size(
-    build: Callable[[int], tuple[Any, tuple[int, ...]]],
-) -> None:
-    def f(t: int) -> list[int]:
-        spec, shape = build(t)
-        return numbers(spec, shape)
-
-    assert_polynomial(f, STEP)
+def test_conv_transpose_polynomial_in_size(build: Build) -> None:
+    assert_polynomial_in_size(build)
 
 
 # -- pools ----------------------------------------------------------------------------------------
@@ -175,12 +174,8 @@ def test_conv_transpose_polynomial_in_size(
         lambda t: (nn.AvgPool2d(3, stride=2, padding=1).spec, (2, 4 * t, 2 * t + 1)),
     ],
 )
-def test_pool_polynomial_in_size(build: Callable[[int], tuple[Any, tuple[int, ...]]]) -> None:
-    def f(t: int) -> list[int]:
-        spec, shape = build(t)
-        return numbers(spec, shape)
-
-    assert_polynomial(f, STEP)
+def test_pool_polynomial_in_size(build: Build) -> None:
+    assert_polynomial_in_size(build)
 
 
 @pytest.mark.parametrize(
@@ -244,14 +239,8 @@ def test_windows_closed_forms() -> None:
         lambda t: (nn.LogSoftmax(1).spec, (3 * t, 2)),
     ],
 )
-def test_other_families_polynomial_in_size(
-    build: Callable[[int], tuple[Any, tuple[int, ...]]],
-) -> None:
-    def f(t: int) -> list[int]:
-        spec, shape = build(t)
-        return numbers(spec, shape)
-
-    assert_polynomial(f, STEP)
+def test_other_families_polynomial_in_size(build: Build) -> None:
+    assert_polynomial_in_size(build)
 
 
 def test_receptive_field_of_a_huge_kernel() -> None:
