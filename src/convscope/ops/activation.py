@@ -202,11 +202,20 @@ def _sigmoid_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -
     _sigmoid_into(out, inputs[0])
 
 
-def _sigmoid_backward_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
-    grad_out, x = inputs
-    _sigmoid_into(out, x)
-    out *= 1 - out  # s·(1 − s); the temporary is one block
+def _sigmoid_grad_into(out: np.ndarray, s: np.ndarray, grad_out: np.ndarray) -> None:
+    """out = grad_out·s·(1 − s), from the sigmoid s (a block other than ``out``)."""
+    np.subtract(1, s, out=out)
+    out *= s
     out *= grad_out
+
+
+def _sigmoid_backward_kernel(
+    out: np.ndarray, inputs: tuple[np.ndarray, ...], scratch: tuple[np.ndarray, ...]
+) -> None:
+    grad_out, x = inputs
+    (s,) = scratch
+    _sigmoid_into(s, x)
+    _sigmoid_grad_into(out, s, grad_out)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -218,14 +227,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def sigmoid_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The gradient of sigmoid w.r.t. its input: s·(1 − s)."""
     grad_out, x = _grad(grad_out, x)
-    return blockwise(_sigmoid_backward_kernel, (grad_out, x), x.dtype, ignore=("over",))
+    return blockwise(_sigmoid_backward_kernel, (grad_out, x), x.dtype, scratch=1, ignore=("over",))
 
 
 def _sigmoid_from_output_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
     grad_out, y = inputs
-    np.subtract(1, y, out=out)
-    out *= y
-    out *= grad_out
+    _sigmoid_grad_into(out, y, grad_out)
 
 
 def sigmoid_backward_from_output(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -239,12 +246,17 @@ def _tanh_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> N
     np.tanh(inputs[0], out=out)
 
 
+def _tanh_grad_into(out: np.ndarray, t: np.ndarray, grad_out: np.ndarray) -> None:
+    """out = grad_out·(1 − t²), from t = tanh(x) (which may be ``out`` itself)."""
+    np.multiply(t, t, out=out)
+    np.subtract(1, out, out=out)
+    out *= grad_out
+
+
 def _tanh_backward_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
     grad_out, x = inputs
     np.tanh(x, out=out)
-    np.multiply(out, out, out=out)
-    np.subtract(1, out, out=out)
-    out *= grad_out
+    _tanh_grad_into(out, out, grad_out)
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
@@ -261,9 +273,7 @@ def tanh_backward(grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _tanh_from_output_kernel(out: np.ndarray, inputs: tuple[np.ndarray, ...], _: tuple) -> None:
     grad_out, y = inputs
-    np.multiply(y, y, out=out)
-    np.subtract(1, out, out=out)
-    out *= grad_out
+    _tanh_grad_into(out, y, grad_out)
 
 
 def tanh_backward_from_output(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
