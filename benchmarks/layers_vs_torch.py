@@ -136,11 +136,9 @@ ACTIVATIONS = {
 }
 
 
-def activation_case(name: str, shape: tuple[int, ...], rng) -> Case:
-    module, theirs = ACTIVATIONS[name]
-    ours = module()
-    x = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
-    g = rng.standard_normal(shape, dtype=np.float32)
+def module_case(name: str, ours, theirs, x: np.ndarray, g: np.ndarray, essential: int) -> Case:
+    """A layer run as a convscope module (``ours``) and as a torch callable (``theirs``; a
+    torch module's parameter gradients are cleared before each backward)."""
     xt = torch.from_numpy(x).requires_grad_(True)
     gt = torch.from_numpy(g)
 
@@ -154,41 +152,26 @@ def activation_case(name: str, shape: tuple[int, ...], rng) -> Case:
 
     def torch_both() -> object:
         xt.grad = None
+        if isinstance(theirs, torch.nn.Module):
+            theirs.zero_grad(set_to_none=True)
         theirs(xt).backward(gt)
 
-    return Case(
-        f"{name} {shape}", lambda: ours.forward(x), ours_both, torch_fwd, torch_both, 2 * x.nbytes
-    )
+    return Case(name, lambda: ours.forward(x), ours_both, torch_fwd, torch_both, essential)
+
+
+def activation_case(name: str, shape: tuple[int, ...], rng) -> Case:
+    module, theirs = ACTIVATIONS[name]
+    x = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
+    g = rng.standard_normal(shape, dtype=np.float32)
+    return module_case(f"{name} {shape}", module(), theirs, x, g, 2 * x.nbytes)
 
 
 def batchnorm_case(shape: tuple[int, ...], rng) -> Case:
     x = rng.standard_normal(shape, dtype=np.float32) * np.float32(2) + np.float32(1)
     g = rng.standard_normal(shape, dtype=np.float32)
-    ours = nn.BatchNorm2d(shape[1])
-    theirs = torch.nn.BatchNorm2d(shape[1])
-    xt = torch.from_numpy(x).requires_grad_(True)
-    gt = torch.from_numpy(g)
-
-    def ours_both() -> object:
-        ours.forward(x)
-        return ours.backward(g)
-
-    def torch_fwd() -> object:
-        with torch.no_grad():
-            return theirs(xt)
-
-    def torch_both() -> object:
-        xt.grad = None
-        theirs.zero_grad(set_to_none=True)
-        theirs(xt).backward(gt)
-
-    return Case(
-        f"BatchNorm2d train {shape}",
-        lambda: ours.forward(x),
-        ours_both,
-        torch_fwd,
-        torch_both,
-        2 * x.nbytes + 2 * shape[1] * 4,
+    ours, theirs = nn.BatchNorm2d(shape[1]), torch.nn.BatchNorm2d(shape[1])
+    return module_case(
+        f"BatchNorm2d train {shape}", ours, theirs, x, g, 2 * x.nbytes + 2 * shape[1] * 4
     )
 
 
