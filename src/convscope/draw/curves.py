@@ -108,20 +108,13 @@ def curves_plot(series: CurveSeries) -> Figure:
     loss_ax, acc_ax = figure.subplots(1, 2)
     marker = "o" if len(series.epochs) <= 40 else None
     loss_ax.plot(series.epochs, series.loss, marker=marker, markersize=3, label="loss")
-    acc_ax.plot(
-        series.epochs,
-        [100 * a for a in series.train_accuracy],
-        marker=marker,
-        markersize=3,
-        label="training",
-    )
-    acc_ax.plot(
-        series.epochs,
-        [100 * a for a in series.test_accuracy],
-        marker=marker,
-        markersize=3,
-        label="held-out",
-    )
+    for accuracy, label in (
+        (series.train_accuracy, "training"),
+        (series.test_accuracy, "held-out"),
+    ):
+        acc_ax.plot(
+            series.epochs, [100 * a for a in accuracy], marker=marker, markersize=3, label=label
+        )
     loss_ax.set_ylabel("training loss (cross-entropy)")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.legend(fontsize=8, loc="lower right")
