@@ -351,8 +351,11 @@ def _zero_padded(spec: ConvSpec) -> bool:
     return not is_depthwise(spec) or any(s > 1 for s in spec.stride)
 
 
-def _padded(spec: ConvSpec, x: np.ndarray) -> np.ndarray:
-    return pad(x, spec.padding, spec.padding_mode)
+def _source(spec: ConvSpec, x: np.ndarray) -> tuple[np.ndarray, PadPairs | None]:
+    """What the cores convolve: x with the zero pads they read in place, or a padded copy."""
+    if _zero_padded(spec):
+        return x, spec.padding
+    return pad(x, spec.padding, spec.padding_mode), None
 
 
 def conv_forward(
@@ -360,8 +363,7 @@ def conv_forward(
 ) -> np.ndarray:
     """F: the convolution of checked arrays."""
     out = spec.output_shape(x.shape[1:])[1:]
-    # zero padding is read in place; other modes convolve a padded copy
-    source, pads = (x, spec.padding) if _zero_padded(spec) else (_padded(spec, x), None)
+    source, pads = _source(spec, x)
     if is_depthwise(spec):
         y, _, _ = depthwise_core(
             source, weight, spec.stride, spec.dilation, out, want_y=True, pads=pads
@@ -381,7 +383,7 @@ def conv_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """G: the gradients w.r.t. the input, the weight and (with ``bias``) the bias."""
     out = grad_out.shape[2:]
-    source, pads = (x, spec.padding) if _zero_padded(spec) else (_padded(spec, x), None)
+    source, pads = _source(spec, x)
     if is_depthwise(spec):
         _, gw, g_source = depthwise_core(
             source, weight, spec.stride, spec.dilation, out, dy=grad_out, want_grads=True, pads=pads
